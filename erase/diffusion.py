@@ -1,0 +1,203 @@
+"""The diffusion maths every stage shares: noise latents, predict, target, loss.
+
+Training the toy world, every fine-tuning erasure method and the relearning attack all call
+``diffusion_loss``; it is an experimental control, so there is exactly one copy of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+def sample_timesteps(scheduler, n: int, generator: torch.Generator | None, device) -> torch.Tensor:
+    """Uniform training timesteps ``t ~ U{0..T-1}``."""
+    T = scheduler.config.num_train_timesteps
+    return torch.randint(0, T, (n,), generator=generator).to(device)
+
+
+def target_for(scheduler, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """What the UNet should predict under the scheduler's parameterisation."""
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return scheduler.get_velocity(latents, noise, t)
+    raise ValueError(f"unsupported prediction_type {kind!r}")
+
+
+def diffusion_loss(
+    unet,
+    scheduler,
+    latents: torch.Tensor,
+    cond: torch.Tensor,
+    *,
+    generator: torch.Generator | None = None,
+    timesteps: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
+    added_cond_kwargs: dict | None = None,
+    reduction: str = "mean",
+    snr_gamma: float | None = None,
+) -> torch.Tensor:
+    """``E ||target - unet(x_t, c, t)||^2`` with ``x_t`` noised from clean ``latents``.
+
+    ``reduction="none"`` returns one loss per sample (membership inference and forget-loss gaps
+    need per-sample values). ``snr_gamma`` applies Min-SNR weighting (Hang et al. 2023), which
+    stops easy low-noise steps from dominating training; erasure and relearning leave it off so
+    that they optimise the plain objective.
+    """
+    n = latents.shape[0]
+    if noise is None:
+        noise = torch.randn(latents.shape, generator=generator).to(latents)
+    if timesteps is None:
+        timesteps = sample_timesteps(scheduler, n, generator, latents.device)
+    noisy = scheduler.add_noise(latents, noise, timesteps)
+    pred = unet(noisy, timesteps, cond, added_cond_kwargs=added_cond_kwargs).sample
+    target = target_for(scheduler, latents, noise, timesteps)
+    loss = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+    if snr_gamma is not None:
+        ac = scheduler.alphas_cumprod.to(latents.device)[timesteps].float()
+        snr = ac / (1 - ac)
+        weight = snr.clamp(max=snr_gamma) / snr
+        if scheduler.config.prediction_type == "v_prediction":
+            weight = snr.clamp(max=snr_gamma) / (snr + 1)
+        loss = loss * weight
+    return loss.mean() if reduction == "mean" else loss
+
+
+# Conditioning -------------------------------------------------------------------------------------
+@dataclass
+class Conditioning:
+    """Text conditioning for a batch: token embeddings, plus SDXL's pooled text and time ids.
+
+    Indexing and ``cat`` keep the parts aligned, so methods never special-case SDXL.
+    """
+
+    embeds: torch.Tensor  # (B, tokens, cross_attention_dim)
+    text_embeds: torch.Tensor | None = None  # SDXL pooled embeddings (B, proj_dim)
+    time_ids: torch.Tensor | None = None  # SDXL (B, 6)
+
+    def __len__(self) -> int:
+        return self.embeds.shape[0]
+
+    def __getitem__(self, idx) -> Conditioning:
+        def pick(t):
+            if t is None:
+                return None
+            return t[idx] if not isinstance(idx, int) else t[idx : idx + 1]
+
+        return Conditioning(pick(self.embeds), pick(self.text_embeds), pick(self.time_ids))
+
+    @staticmethod
+    def cat(parts: list[Conditioning]) -> Conditioning:
+        first = parts[0]
+        return Conditioning(
+            torch.cat([p.embeds for p in parts]),
+            None if first.text_embeds is None else torch.cat([p.text_embeds for p in parts]),
+            None if first.time_ids is None else torch.cat([p.time_ids for p in parts]),
+        )
+
+    def repeat(self, n: int) -> Conditioning:
+        return Conditioning.cat([self] * n) if n > 1 else self
+
+    @property
+    def added(self) -> dict | None:
+        if self.text_embeds is None:
+            return None
+        return {"text_embeds": self.text_embeds, "time_ids": self.time_ids}
+
+    def to(self, device=None, dtype=None) -> Conditioning:
+        def mv(t):
+            return None if t is None else t.to(device=device, dtype=dtype)
+
+        return Conditioning(mv(self.embeds), mv(self.text_embeds), mv(self.time_ids))
+
+
+@torch.no_grad()
+def encode_prompts(pipe, prompts: list[str]) -> Conditioning:
+    """Encode prompts with the pipeline's own text encoder(s), as its ``__call__`` would."""
+    device = pipe.device
+    if hasattr(pipe, "text_encoder_2"):  # SDXL: two encoders, pooled text and size conditioning
+        embeds, _, pooled, _ = pipe.encode_prompt(
+            list(prompts), device=device, do_classifier_free_guidance=False
+        )
+        size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+        proj = pipe.text_encoder_2.config.projection_dim
+        time_ids = pipe._get_add_time_ids((size, size), (0, 0), (size, size), embeds.dtype, proj)
+        return Conditioning(embeds, pooled, time_ids.to(device).repeat(len(prompts), 1))
+    embeds, _ = pipe.encode_prompt(
+        list(prompts), device, num_images_per_prompt=1, do_classifier_free_guidance=False
+    )
+    return Conditioning(embeds)
+
+
+def predict(unet, x: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+    """The UNet's prediction; ``t`` may be a scalar or one timestep per sample."""
+    if t.ndim == 0:
+        t = t.expand(x.shape[0])
+    return unet(x, t, cond.embeds, added_cond_kwargs=cond.added).sample
+
+
+def latent_shape(pipe, n: int) -> tuple[int, ...]:
+    size = pipe.unet.config.sample_size
+    return (n, pipe.unet.config.in_channels, size, size)
+
+
+@dataclass
+class Trajectories:
+    """States ``x_t`` visited by guided DDIM sampling, with the frozen model's predictions there.
+
+    ``preds[:, :, k]`` is the frozen prediction under ``conds[k]`` (index 0: unconditional) at every
+    recorded state, and ``preds[:, :, -1]`` the prediction under the trajectory's own prompt.
+    """
+
+    latents: torch.Tensor  # (steps, n, C, H, W): x_t before each denoising step
+    timesteps: torch.Tensor  # (steps,)
+    preds: torch.Tensor  # (steps, n, len(conds) + 1, C, H, W)
+
+
+@torch.no_grad()
+def sample_trajectories(
+    pipe,
+    unet,
+    prompt_cond: Conditioning,
+    conds: list[Conditioning],
+    *,
+    steps: int,
+    guidance: float,
+    generator: torch.Generator,
+    stop_at: int | None = None,
+) -> Trajectories:
+    """Guided DDIM sampling of ``prompt_cond`` (one row per trajectory), recording every state.
+
+    ``conds[0]`` must be the unconditional embedding (used for guidance); every ``conds[k]`` (one
+    row, broadcast over trajectories, or one row per trajectory) is evaluated at each state in the
+    same batched UNet call, so the predictions a method needs come free with the sampling. ``stop_at`` ends early (the
+    partial trajectory of naive ESD): the state at step ``stop_at`` is the last recorded.
+    """
+    from diffusers import DDIMScheduler
+
+    sched = DDIMScheduler.from_config(pipe.scheduler.config)
+    sched.set_timesteps(steps)
+    n = len(prompt_cond)
+    device, dtype = pipe.device, pipe.unet.dtype
+    x = torch.randn(latent_shape(pipe, n), generator=generator).to(device, dtype)
+    x = x * sched.init_noise_sigma
+    # One call per step: [cond_0 .. cond_{K-1}] x n, then the prompt itself x n.
+    batch = Conditioning.cat([c.repeat(n) if len(c) == 1 else c for c in conds] + [prompt_cond])
+    batch = batch.to(device, dtype)
+    k = len(conds)
+    lat, ts, preds = [], [], []
+    for i, t in enumerate(sched.timesteps):
+        out = predict(unet, x.repeat(k + 1, 1, 1, 1), t.to(device), batch)
+        out = out.view(k + 1, n, *x.shape[1:])
+        lat.append(x)
+        ts.append(t)
+        preds.append(out.transpose(0, 1))
+        if stop_at is not None and i >= stop_at:
+            break
+        guided = out[0] + guidance * (out[k] - out[0])
+        x = sched.step(guided, t, x).prev_sample
+    return Trajectories(torch.stack(lat), torch.stack(ts), torch.stack(preds))

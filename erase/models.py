@@ -1,0 +1,215 @@
+"""Loading: a Stable Diffusion pipeline from a model spec, and a CLIP judge for scoring.
+
+Model specs: ``toy`` (the bundled toy world), a local diffusers folder, or a hub id such as
+``CompVis/stable-diffusion-v1-4``. Judge specs: ``toy``, an open_clip ``NAME:PRETRAINED`` such as
+``ViT-L-14:openai``, or a local folder with ``open_clip_config.json`` and a safetensors checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from erase.errors import EraseError
+from erase.toy import WEIGHTS
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")
+
+
+def pick_device(device: str | None = None, dtype: str | None = None) -> tuple[torch.device, torch.dtype]:
+    """CUDA in half precision when present (bf16 where supported), else CPU in fp32.
+
+    Either choice can be forced: ``device="cpu"``, ``dtype="fp32"``.
+    """
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise EraseError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise EraseError(f"device {device} asked for, but CUDA is not available; use --device cpu")
+    names = {
+        "fp32": torch.float32,
+        "float32": torch.float32,
+        "fp16": torch.float16,
+        "float16": torch.float16,
+        "bf16": torch.bfloat16,
+        "bfloat16": torch.bfloat16,
+    }
+    if dtype is None:
+        if dev.type == "cuda":
+            dt = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        else:
+            dt = torch.float32
+    elif dtype in names:
+        dt = names[dtype]
+    else:
+        raise EraseError(f"unknown dtype {dtype!r}; use one of fp32, fp16, bf16")
+    return dev, dt
+
+
+def resolve_model_folder(spec: str) -> Path | str:
+    """Where ``spec`` points: a local folder (checked) or a hub id (returned as is)."""
+    spec = spec.strip()
+    if not spec:
+        raise EraseError("the model spec is empty; use toy, a diffusers folder, or a hub id")
+    if spec == "toy":
+        folder = WEIGHTS / "pipeline"
+        if not (folder / "model_index.json").is_file():
+            raise EraseError(
+                f"the bundled toy model is missing from {folder}; "
+                "reinstall erase or rebuild it with `erase toy train --out ...`"
+            )
+        return folder
+    path = Path(spec).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise EraseError(f"model {spec} is a file; pass the diffusers folder that holds model_index.json")
+        if not (path / "model_index.json").is_file():
+            raise EraseError(
+                f"model folder {spec} is not a diffusers pipeline (no model_index.json); "
+                "save it with pipeline.save_pretrained() or pass another folder"
+            )
+        return path
+    if spec.startswith((".", "/", "~")) or not _HUB_ID.match(spec):
+        raise EraseError(
+            f"model {spec!r} is neither a folder that exists nor a hub id like "
+            "CompVis/stable-diffusion-v1-4; check the path, or use toy"
+        )
+    return spec
+
+
+def load_pipeline(spec: str = "toy", *, device: str | None = None, dtype: str | None = None):
+    """Load a Stable Diffusion (1.x, 2.x) or SDXL pipeline in diffusers format.
+
+    ``BASE+DELTA`` loads the base and applies an erasure delta (a delta file or a run folder),
+    after checking that the delta was made from that base. Weights are read from safetensors
+    only; a checkpoint stored as pickles is refused.
+    """
+    from erase.delta import apply_delta, model_fingerprint, split_spec
+
+    base, delta = split_spec(spec)
+    pipe = _load_base(base, device=device, dtype=dtype)
+    if delta is not None:
+        apply_delta(pipe.unet, delta, model_fingerprint(base))
+    return pipe
+
+
+def _load_base(spec: str, *, device: str | None, dtype: str | None):
+    from diffusers import DiffusionPipeline
+    from diffusers.utils import logging as dlog
+
+    target = resolve_model_folder(spec)
+    dev, dt = pick_device(device, dtype)
+    if isinstance(target, Path):
+        cls = json.loads((target / "model_index.json").read_text()).get("_class_name", "")
+        if cls not in _PIPELINES:
+            raise EraseError(
+                f"model {spec} is a {cls or 'unknown'} pipeline; erase works on {' and '.join(_PIPELINES)}"
+            )
+    verbosity = dlog.get_verbosity()
+    dlog.set_verbosity_error()  # diffusers' progress noise; real problems still raise
+    try:
+        pipe = DiffusionPipeline.from_pretrained(str(target), dtype=dt, use_safetensors=True)
+    except EraseError:
+        raise
+    except Exception as e:  # from_pretrained raises OSError, ValueError, HF errors...
+        msg = str(e).splitlines()[0] if str(e) else e.__class__.__name__
+        if isinstance(target, str):
+            raise EraseError(
+                f"could not load hub model {spec} ({msg}); with no network, download it "
+                "first (huggingface-cli download) or pass a local diffusers folder"
+            ) from None
+        raise EraseError(
+            f"could not load model folder {spec} ({msg}); it must hold safetensors weights saved by diffusers"
+        ) from None
+    finally:
+        dlog.set_verbosity(verbosity)
+    if type(pipe).__name__ not in _PIPELINES:
+        raise EraseError(
+            f"model {spec} loaded as {type(pipe).__name__}; erase works on {' and '.join(_PIPELINES)}"
+        )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(dev)
+
+
+# CLIP judges --------------------------------------------------------------------------------------
+@dataclass
+class Judge:
+    """A CLIP model for scoring, with its tokenizer and image preprocessing."""
+
+    spec: str
+    model: Any
+    tokenizer: Any
+    preprocess: Any
+    device: torch.device
+
+
+def load_toy_clip(folder: Path):
+    """The toy OpenCLIP: model, preprocess, and the project's tokenizer (not CLIP's default BPE)."""
+    import open_clip
+
+    from erase.toy.tokenizer import open_clip_tokenizer
+
+    folder = Path(folder)
+    model, _, preprocess = open_clip.create_model_and_transforms(
+        f"local-dir:{folder}", pretrained=str(folder / "open_clip_model.safetensors")
+    )
+    return model.eval(), preprocess, open_clip_tokenizer(folder / "bpe_vocab.txt.gz")
+
+
+def load_judge(spec: str = "toy", *, device: str | None = None) -> Judge:
+    """``toy``, ``NAME:PRETRAINED`` (open_clip), or a folder with open_clip_config.json."""
+    import open_clip
+
+    dev, _ = pick_device(device, "fp32")
+    spec = spec.strip()
+    if not spec:
+        raise EraseError("the judge spec is empty; use toy, NAME:PRETRAINED, or a folder")
+    if spec == "toy":
+        folder = WEIGHTS / "clip"
+        if not (folder / "open_clip_config.json").is_file():
+            raise EraseError(f"the bundled toy CLIP is missing from {folder}; reinstall erase")
+        model, preprocess, tok = load_toy_clip(folder)
+    elif Path(spec).expanduser().is_dir():
+        folder = Path(spec).expanduser()
+        if not (folder / "open_clip_config.json").is_file():
+            raise EraseError(f"judge folder {spec} has no open_clip_config.json; pass an open_clip folder")
+        weights = sorted(folder.glob("*.safetensors"))
+        if not weights:
+            raise EraseError(
+                f"judge folder {spec} has no .safetensors weights; convert the checkpoint "
+                "to safetensors (erase never unpickles a checkpoint silently)"
+            )
+        if (folder / "bpe_vocab.txt.gz").is_file():  # a toy-style judge with its own vocabulary
+            model, preprocess, tok = load_toy_clip(folder)
+        else:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                f"local-dir:{folder}", pretrained=str(weights[0])
+            )
+            tok = open_clip.get_tokenizer(f"local-dir:{folder}")
+    elif ":" in spec:
+        name, pretrained = spec.split(":", 1)
+        if name not in open_clip.list_models():
+            raise EraseError(f"judge {spec}: open_clip has no model {name!r}; see open_clip.list_models()")
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained)
+        except Exception as e:
+            msg = str(e).splitlines()[0] if str(e) else e.__class__.__name__
+            raise EraseError(
+                f"could not load judge {spec} ({msg}); with no network, use a cached "
+                "checkpoint or a local folder"
+            ) from None
+        tok = open_clip.get_tokenizer(name)
+    else:
+        raise EraseError(
+            f"judge {spec!r} is not toy, NAME:PRETRAINED (e.g. ViT-L-14:openai) or an open_clip folder"
+        )
+    return Judge(spec, model.eval().to(dev), tok, preprocess, dev)

@@ -1,0 +1,180 @@
+"""Scoring: CLIP zero-shot classifiers over concept groups, accuracy with bootstrap intervals,
+and CLIP score. Erasure is accuracy on the target's held-out prompts (lower is better);
+preservation is accuracy on the other concepts' held-out prompts (higher is better).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from open_clip import build_zero_shot_classifier
+from PIL import Image
+
+from erase.concepts import Concept, Group
+from erase.generate import generate
+
+
+@dataclass
+class ZeroShotClassifier:
+    """Softmax over a group's labels, each label's text embedding averaged over its templates."""
+
+    model: torch.nn.Module
+    group: Group
+    weights: torch.Tensor  # (embed_dim, n_labels), columns L2-normalised
+    preprocess: object
+    device: torch.device
+
+    @classmethod
+    @torch.no_grad()
+    def build(cls, model, tokenizer, group: Group, preprocess, device="cpu") -> ZeroShotClassifier:
+        if preprocess is None:
+            preprocess = toy_preprocess()
+        weights = build_zero_shot_classifier(
+            model,
+            tokenizer,
+            list(group.labels),
+            list(group.templates),
+            num_classes_per_batch=None,
+            device=device,
+        )
+        return cls(model, group, weights, preprocess, torch.device(device))
+
+    @torch.no_grad()
+    def image_features(self, images: Sequence[Image.Image], batch: int = 256) -> torch.Tensor:
+        feats = []
+        for i in range(0, len(images), batch):
+            x = torch.stack([self.preprocess(im.convert("RGB")) for im in images[i : i + batch]])
+            feats.append(F.normalize(self.model.encode_image(x.to(self.device)).float(), dim=-1))
+        return torch.cat(feats)
+
+    def probs(self, images: Sequence[Image.Image] | None = None, *, features=None) -> torch.Tensor:
+        f = self.image_features(images) if features is None else features
+        return (100.0 * f @ self.weights.float()).softmax(dim=-1).cpu()
+
+    def predict(self, images: Sequence[Image.Image]) -> list[str]:
+        return [self.group.labels[i] for i in self.probs(images).argmax(-1).tolist()]
+
+
+def toy_preprocess():
+    from torchvision import transforms
+
+    from erase.toy.nets import IMAGE_MEAN, IMAGE_STD
+    from erase.toy.world import IMAGE_SIZE
+
+    return transforms.Compose(
+        [
+            transforms.Resize(IMAGE_SIZE, interpolation=transforms.InterpolationMode.BICUBIC),
+            transforms.CenterCrop(IMAGE_SIZE),
+            transforms.ToTensor(),
+            transforms.Normalize(IMAGE_MEAN, IMAGE_STD),
+        ]
+    )
+
+
+def bootstrap_ci(hits: np.ndarray, *, n_boot: int = 2000, seed: int = 0, level: float = 0.95):
+    """Percentile bootstrap interval of a mean of 0/1 outcomes."""
+    hits = np.asarray(hits, dtype=float)
+    rng = np.random.default_rng(seed)
+    means = hits[rng.integers(len(hits), size=(n_boot, len(hits)))].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return float(lo), float(hi)
+
+
+@torch.no_grad()
+def clip_score(judge, images: Sequence[Image.Image], prompts: Sequence[str], features=None) -> float:
+    """Mean of 100 * max(cos(image, prompt), 0), the usual CLIP score."""
+    f = features if features is not None else ZeroShotClassifier.image_features(_Feat(judge), images)
+    t = F.normalize(judge.model.encode_text(judge.tokenizer(list(prompts)).to(judge.device)).float(), dim=-1)
+    return float((100 * (f * t).sum(-1)).clamp(min=0).mean())
+
+
+@dataclass
+class _Feat:  # lets clip_score reuse image_features without building a classifier
+    judge: object
+
+    def __getattr__(self, name):
+        return {"model": self.judge.model, "preprocess": self.judge.preprocess, "device": self.judge.device}[
+            name
+        ]
+
+
+def classify_concept(
+    judge,
+    concept: Concept,
+    images: Sequence[Image.Image],
+    prompts: Sequence[str],
+    classifiers: dict | None = None,
+    seed: int = 0,
+) -> dict:
+    """Accuracy (with interval), prediction counts and CLIP score of images meant to show ``concept``."""
+    classifiers = {} if classifiers is None else classifiers
+    g = concept.group.name
+    if g not in classifiers:
+        classifiers[g] = ZeroShotClassifier.build(
+            judge.model, judge.tokenizer, concept.group, judge.preprocess, judge.device
+        )
+    clf = classifiers[g]
+    feats = clf.image_features(images)
+    probs = clf.probs(features=feats)
+    pred = [clf.group.labels[i] for i in probs.argmax(-1).tolist()]
+    hits = np.array([p == concept.label for p in pred], dtype=float)
+    lo, hi = bootstrap_ci(hits, seed=seed)
+    return {
+        "concept": concept.name,
+        "group": g,
+        "n": len(images),
+        "accuracy": float(hits.mean()),
+        "ci95": [lo, hi],
+        "confidence": float(probs[:, clf.group.labels.index(concept.label)].mean()),
+        "predicted": dict(Counter(pred)),
+        "clip_score": clip_score(judge, images, prompts, features=feats),
+    }
+
+
+def score_concepts(
+    pipe,
+    judge,
+    concepts: Sequence[Concept],
+    *,
+    seeds: Sequence[int],
+    steps: int = 25,
+    guidance: float = 7.5,
+    batch_size: int = 32,
+    progress: bool = True,
+    keep_images: bool = False,
+) -> dict:
+    """Generate each concept's held-out prompts under ``seeds`` and classify them.
+
+    Returns ``{"concepts": {name: result}, "settings": {...}}``; with ``keep_images`` each result
+    also carries its images (not JSON-serialisable; drop them before writing).
+    """
+    classifiers: dict = {}
+    results = {}
+    for concept in concepts:
+        prompts = list(concept.heldout)
+        images = generate(
+            pipe, prompts, seeds, steps=steps, guidance=guidance, batch_size=batch_size, progress=progress
+        )
+        per_image_prompts = [p for p in prompts for _ in seeds]
+        res = classify_concept(judge, concept, images, per_image_prompts, classifiers)
+        if keep_images:
+            res["images"] = images
+        results[concept.name] = res
+    settings = {"seeds": list(seeds), "steps": steps, "guidance": guidance, "judge": judge.spec}
+    return {"concepts": results, "settings": settings}
+
+
+def format_table(results: dict, title: str = "") -> str:
+    rows = [f"{'concept':<12} {'group':<8} {'n':>5} {'accuracy':>9}  {'95% CI':<13} {'CLIP score':>10}"]
+    for r in results["concepts"].values():
+        lo, hi = r["ci95"]
+        rows.append(
+            f"{r['concept']:<12} {r['group']:<8} {r['n']:>5} {r['accuracy']:>9.3f}  "
+            f"[{lo:.2f}, {hi:.2f}]  {r['clip_score']:>10.1f}"
+        )
+    return (title + "\n" if title else "") + "\n".join(rows)

@@ -1,0 +1,70 @@
+"""How good the toy model is at what erasure needs: does "a drawing of a red circle" give a red
+circle? Scored by the toy CLIP over every colour x shape prompt in plain style, with held-out
+phrasings and seeds."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from erase.concepts import load_concepts
+from erase.generate import generate
+from erase.score import ZeroShotClassifier
+from erase.toy.world import COLORS, HELDOUT_TEMPLATES, SHAPES
+
+
+def toy_quality(
+    pipe, judge, seeds: Sequence[int], *, steps: int = 25, guidance: float = 7.5, progress: bool = True
+) -> dict:
+    book = load_concepts("toy")
+    combos = [(c, s) for c in COLORS for s in SHAPES]
+    prompts = [t.format(c=c, s=s) for c, s in combos for t in HELDOUT_TEMPLATES]
+    images = generate(pipe, prompts, seeds, steps=steps, guidance=guidance, progress=progress)
+    per = len(HELDOUT_TEMPLATES) * len(seeds)
+    preds = {}
+    for axis in ("color", "shape"):
+        clf = ZeroShotClassifier.build(
+            judge.model, judge.tokenizer, book.groups[axis], judge.preprocess, judge.device
+        )
+        preds[axis] = clf.predict(images)
+    table = []
+    for k, (c, s) in enumerate(combos):
+        sl = slice(k * per, (k + 1) * per)
+        table.append(
+            {
+                "prompt": f"a {c} {s}",
+                "color": float(np.mean([p == c for p in preds["color"][sl]])),
+                "shape": float(np.mean([p == s for p in preds["shape"][sl]])),
+            }
+        )
+    return {
+        "color": float(np.mean([r["color"] for r in table])),
+        "shape": float(np.mean([r["shape"] for r in table])),
+        "min_prompt": float(min(min(r["color"], r["shape"]) for r in table)),
+        "per_prompt": table,
+        "settings": {
+            "seeds": list(seeds),
+            "steps": steps,
+            "guidance": guidance,
+            "phrasings": list(HELDOUT_TEMPLATES),
+            "images": len(images),
+        },
+        "images": images,
+    }
+
+
+def markdown(q: dict) -> str:
+    shapes = list(SHAPES)
+    lines = ["| colour \\ shape | " + " | ".join(shapes) + " |", "|---" * (len(shapes) + 1) + "|"]
+    for c in COLORS:
+        cells = []
+        for s in shapes:
+            r = next(r for r in q["per_prompt"] if r["prompt"] == f"a {c} {s}")
+            cells.append(f"{r['color']:.2f} / {r['shape']:.2f}")
+        lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    lines.append(
+        f"\nColour {q['color']:.3f}, shape {q['shape']:.3f}, worst prompt {q['min_prompt']:.2f} "
+        f"({q['settings']['images']} images; cells: colour / shape accuracy)."
+    )
+    return "\n".join(lines)

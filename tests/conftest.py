@@ -1,0 +1,29 @@
+import os
+
+import pytest
+import torch
+
+# Two torch jobs on two cores slow each other ~25x; one process, a fixed thread count.
+torch.set_num_threads(int(os.environ.get("ERASE_TEST_THREADS", "2")))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
+
+
+@pytest.fixture(scope="session")
+def toy_pipe():
+    from erase.models import load_pipeline
+
+    return load_pipeline("toy", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def toy_judge():
+    from erase.models import load_judge
+
+    return load_judge("toy", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def toy_book():
+    from erase.concepts import load_concepts
+
+    return load_concepts("toy")

@@ -1,0 +1,74 @@
+import numpy as np
+import pytest
+
+from erase.concepts import load_concepts, read_prompt_list
+from erase.errors import EraseError
+from erase.score import bootstrap_ci, classify_concept, score_concepts
+from erase.toy.world import render_spec
+
+
+def test_bootstrap_interval_brackets_the_mean_and_is_seeded():
+    hits = np.array([1] * 30 + [0] * 10)
+    lo, hi = bootstrap_ci(hits, seed=3)
+    assert lo < 0.75 < hi and hi - lo < 0.35
+    assert (lo, hi) == bootstrap_ci(hits, seed=3)
+    assert bootstrap_ci(np.ones(20)) == (1.0, 1.0)
+
+
+def test_classifier_tells_a_rendered_red_from_a_green(toy_judge, toy_book):
+    rng = np.random.default_rng(5)
+    reds = [render_spec("red", "circle", "plain", rng) for _ in range(16)]
+    greens = [render_spec("green", "circle", "plain", rng) for _ in range(16)]
+    red = toy_book.get("red")
+    prompts = ["a red circle"] * 16
+    assert classify_concept(toy_judge, red, reds, prompts)["accuracy"] == 1.0
+    res = classify_concept(toy_judge, red, greens, prompts)
+    assert res["accuracy"] == 0.0 and res["predicted"] == {"green": 16}
+    assert res["clip_score"] < classify_concept(toy_judge, red, reds, prompts)["clip_score"]
+
+
+def test_score_reports_each_concept_with_an_interval(toy_pipe, toy_judge, toy_book):
+    res = score_concepts(
+        toy_pipe,
+        toy_judge,
+        [toy_book.get("red"), toy_book.get("circle")],
+        seeds=[1000, 1001],
+        steps=10,
+        progress=False,
+    )
+    red = res["concepts"]["red"]
+    assert red["n"] == len(toy_book.get("red").heldout) * 2
+    assert red["ci95"][0] <= red["accuracy"] <= red["ci95"][1]
+    assert red["accuracy"] >= 0.75 and res["concepts"]["circle"]["accuracy"] >= 0.75
+
+
+def test_concept_files_are_validated(tmp_path):
+    book = load_concepts("toy")
+    assert book.get("red").group.name == "color"
+    assert "a drawing of a red circle" in book.get("red").heldout
+    with pytest.raises(EraseError, match="not defined"):
+        book.get("purple")
+    with pytest.raises(EraseError, match="empty"):
+        book.get(" ")
+    with pytest.raises(EraseError, match="not found"):
+        load_concepts(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("groups: [1, 2")
+    with pytest.raises(EraseError, match="not valid YAML"):
+        load_concepts(bad)
+    bad.write_text(
+        "groups:\n  c:\n    labels: [a]\n    templates: ['no slot']\n    prompts: [x]\n    heldout: [y]\n"
+    )
+    with pytest.raises(EraseError, match="exactly one"):
+        load_concepts(bad)
+
+
+def test_prompt_files(tmp_path):
+    f = tmp_path / "p.txt"
+    f.write_text("# comment\n\na red circle\n  a blue square \n")
+    assert read_prompt_list(f) == ["a red circle", "a blue square"]
+    f.write_text("# only a comment\n\n")
+    with pytest.raises(EraseError, match="no prompts"):
+        read_prompt_list(f)
+    with pytest.raises(EraseError, match="cannot read"):
+        read_prompt_list(tmp_path / "missing.txt")
