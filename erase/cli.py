@@ -114,16 +114,27 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(c)
     c.add_argument("concept", help="concept to erase, as defined in the concept file (e.g. red, circle)")
     c.add_argument("--method", default="esd-x", help="esd-x (default), esd-x-strict, esd-u, esd-all, uce, ca")
-    c.add_argument("--preserve", default=None,
-                   help="comma-separated concepts to keep (default: the other concepts of its group)")
-    c.add_argument("--anchor", default="default",
-                   help="prompt to map the concept onto; default: the concept file's anchors "
-                   "(the prompt without the concept); 'none' for the empty prompt")
+    c.add_argument(
+        "--preserve",
+        default=None,
+        help="comma-separated concepts to keep (default: the other concepts of its group)",
+    )
+    c.add_argument(
+        "--anchor",
+        default="default",
+        help="prompt to map the concept onto; default: the concept file's anchors "
+        "(the prompt without the concept); 'none' for the empty prompt",
+    )
     c.add_argument("--steps", type=int, help="gradient steps (method default if omitted)")
     c.add_argument("--lr", type=float, help="learning rate (method default if omitted)")
     c.add_argument("--eta", type=float, help="ESD negative-guidance strength")
-    c.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                   help="any other method setting, e.g. --set preserve_weight=0 (repeatable)")
+    c.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="any other method setting, e.g. --set preserve_weight=0 (repeatable)",
+    )
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--concepts", default="toy", help="concept file: a name under prompts/ or a YAML path")
     c.add_argument("--judge", default="toy")
@@ -231,11 +242,12 @@ def cmd_generate(args) -> dict:
 def cmd_score(args) -> dict:
     from erase.concepts import load_concepts
     from erase.io import atomic_dir, check_writable, write_json
-    from erase.models import load_judge, load_pipeline
+    from erase.models import check_judge_spec, load_judge, load_pipeline
     from erase.record import RunRecord
     from erase.score import format_table, score_concepts
 
     # 1. Check inputs.
+    check_judge_spec(args.judge)
     book = load_concepts(args.concepts)
     target = book.get(args.concept)
     others = [book.get(c) for c in args.against.split(",") if c.strip()]
@@ -302,12 +314,14 @@ def cmd_concept(args) -> dict:
     from erase.delta import DELTA_NAME
     from erase.io import atomic_dir, check_writable, write_json
     from erase.methods import get_method
-    from erase.models import load_judge, load_pipeline
+    from erase.models import check_judge_spec, load_judge, load_pipeline
     from erase.record import RunRecord
     from erase.score import score_concepts
     from erase.unlearn import concept_inputs, is_toy_sized, run_method, write_delta
 
     # 1. Check inputs before loading anything.
+    if not args.no_score:
+        check_judge_spec(args.judge)
     book = load_concepts(args.concepts)
     target = book.get(args.concept)
     method = get_method(args.method)
@@ -316,7 +330,9 @@ def cmd_concept(args) -> dict:
     else:
         keep = [book.get(c) for c in args.preserve.split(",") if c.strip()]
     if target.name in [k.name for k in keep]:
-        raise EraseError(f"concept {target.name!r} is both erased and in --preserve; remove it from --preserve")
+        raise EraseError(
+            f"concept {target.name!r} is both erased and in --preserve; remove it from --preserve"
+        )
     anchor = None if args.anchor.strip().lower() == "none" else args.anchor
     inputs = concept_inputs(target, keep, anchor)
     overrides = {"steps": args.steps, "lr": args.lr, "eta": args.eta} | _parse_sets(args.set)
@@ -325,10 +341,21 @@ def cmd_concept(args) -> dict:
     _positive("--eval-steps", args.eval_steps)
     out = args.out or _default_out("concept", f"{target.name}-{method.name}")
     check_writable(out, args.overwrite)
-    rec = RunRecord("concept", {"model": args.model, "method": method.name, "kind": method.kind,
-                                "concept": target.name, "preserve": [k.name for k in keep],
-                                "anchor": args.anchor, "overrides": overrides, "judge": args.judge,
-                                "eval_steps": args.eval_steps}, seeds)
+    rec = RunRecord(
+        "concept",
+        {
+            "model": args.model,
+            "method": method.name,
+            "kind": method.kind,
+            "concept": target.name,
+            "preserve": [k.name for k in keep],
+            "anchor": args.anchor,
+            "overrides": overrides,
+            "judge": args.judge,
+            "eval_steps": args.eval_steps,
+        },
+        seeds,
+    )
     rec.prompts("concepts", file=book.path)
     rec.prompts("targets", texts=inputs.targets)
     rec.prompts("anchors", texts=inputs.anchors)
@@ -349,30 +376,46 @@ def cmd_concept(args) -> dict:
     after = None if judge is None else score()
 
     # 4. Write the delta and the record together.
-    results = {"method_log": {k: v for k, v in outcome.log.items() if k != "params"},
-               "changed_tensors": len(outcome.params), "before": before, "after": after,
-               "toy_settings": is_toy_sized(pipe), "config": outcome.config.__dict__}
+    results = {
+        "method_log": {k: v for k, v in outcome.log.items() if k != "params"},
+        "changed_tensors": len(outcome.params),
+        "before": before,
+        "after": after,
+        "toy_settings": is_toy_sized(pipe),
+        "config": outcome.config.__dict__,
+    }
     with atomic_dir(out) as tmp:
-        write_delta(tmp / DELTA_NAME, pipe, outcome, base_spec=args.model, seed=args.seed,
-                    concepts={"erase": target.name, "preserve": [k.name for k in keep]})
-        record = rec.finish(results, trainable=outcome.log.get("trainable_parameters"),
-                            device=str(pipe.device))
+        write_delta(
+            tmp / DELTA_NAME,
+            pipe,
+            outcome,
+            base_spec=args.model,
+            seed=args.seed,
+            concepts={"erase": target.name, "preserve": [k.name for k in keep]},
+        )
+        record = rec.finish(
+            results, trainable=outcome.log.get("trainable_parameters"), device=str(pipe.device)
+        )
         write_json(tmp / "record.json", record)
     print(_summary(target, keep, before, after, outcome, out))
     return record
 
 
 def _summary(target, keep, before, after, outcome, out) -> str:
-    lines = [f"{outcome.method.name} ({outcome.method.kind}) erased {target.name!r} in "
-             f"{outcome.seconds:.1f} s, peak memory {outcome.peak_memory}, "
-             f"{outcome.log.get('trainable_parameters')} parameters edited"]
+    lines = [
+        f"{outcome.method.name} ({outcome.method.kind}) erased {target.name!r} in "
+        f"{outcome.seconds:.1f} s, peak memory {outcome.peak_memory}, "
+        f"{outcome.log.get('trainable_parameters')} parameters edited"
+    ]
     if before is not None:
         lines.append(f"{'concept':<12} {'role':<9} {'before':>7} {'after':>7}   95% CI after")
         for c in [target, *keep]:
             b, a = before["concepts"][c.name], after["concepts"][c.name]
             role = "erased" if c is target else "kept"
-            lines.append(f"{c.name:<12} {role:<9} {b['accuracy']:>7.2f} {a['accuracy']:>7.2f}   "
-                         f"[{a['ci95'][0]:.2f}, {a['ci95'][1]:.2f}]")
+            lines.append(
+                f"{c.name:<12} {role:<9} {b['accuracy']:>7.2f} {a['accuracy']:>7.2f}   "
+                f"[{a['ci95'][0]:.2f}, {a['ci95'][1]:.2f}]"
+            )
     lines.append(f"delta and record: {out}")
     return "\n".join(lines)
 
@@ -389,7 +432,9 @@ def cmd_apply(args) -> None:
     pipe = load_pipeline(f"{base}+{path}", device="cpu", dtype="fp32")
     with atomic_dir(args.out) as tmp:
         pipe.save_pretrained(tmp, safe_serialization=True)
-    print(f"wrote {base} with {meta['method']} ({', '.join(map(str, meta['concepts'].values()))}) to {args.out}")
+    print(
+        f"wrote {base} with {meta['method']} ({', '.join(map(str, meta['concepts'].values()))}) to {args.out}"
+    )
 
 
 def _parse_ids(text: str) -> list[int]:
@@ -489,6 +534,8 @@ def _quiet_libraries() -> None:
 
         dlog.set_verbosity_error()
         tlog.set_verbosity_error()
+        dlog.disable_progress_bar()  # "Loading pipeline components": noise around our own bars
+        tlog.disable_progress_bar()
     except ImportError:
         pass
 

@@ -51,8 +51,6 @@ def generate(
     if batch_size <= 0:
         raise EraseError(f"batch size must be positive, got {batch_size}")
     jobs = [(p, s) for p in prompts for s in seeds]
-    device = pipe.device
-    gen_device = "cpu" if device.type == "mps" else device
     images: list[Image.Image] = []
     for i in tqdm(range(0, len(jobs), batch_size), desc="generate", disable=not progress, leave=False):
         chunk = jobs[i : i + batch_size]
@@ -60,7 +58,8 @@ def generate(
             [p for p, _ in chunk],
             num_inference_steps=steps,
             guidance_scale=guidance,
-            generator=[torch.Generator(gen_device).manual_seed(s) for _, s in chunk],
+            # CPU generators: the starting noise of a seed is the same on every device.
+            generator=[torch.Generator("cpu").manual_seed(s) for _, s in chunk],
             output_type="pil",
         )
         images.extend(out.images)

@@ -159,10 +159,30 @@ def load_toy_clip(folder: Path):
     from erase.toy.tokenizer import open_clip_tokenizer
 
     folder = Path(folder)
-    model, _, preprocess = open_clip.create_model_and_transforms(
-        f"local-dir:{folder}", pretrained=str(folder / "open_clip_model.safetensors")
-    )
+    if not (folder / "open_clip_model.safetensors").is_file():
+        raise EraseError(f"toy CLIP folder {folder} has no open_clip_model.safetensors")
+    # local-dir: loads the folder's own checkpoint, preferring safetensors over any pickle.
+    model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{folder}")
     return model.eval(), preprocess, open_clip_tokenizer(folder / "bpe_vocab.txt.gz")
+
+
+def check_judge_spec(spec: str) -> str:
+    """Refuse a judge spec that cannot work, before anything is loaded."""
+    spec = spec.strip()
+    if not spec:
+        raise EraseError("the judge spec is empty; use toy, NAME:PRETRAINED, or a folder")
+    if spec == "toy" or Path(spec).expanduser().is_dir():
+        return spec
+    if ":" in spec:
+        import open_clip
+
+        name = spec.split(":", 1)[0]
+        if name not in open_clip.list_models():
+            raise EraseError(f"judge {spec}: open_clip has no model {name!r}; see open_clip.list_models()")
+        return spec
+    raise EraseError(
+        f"judge {spec!r} is not toy, NAME:PRETRAINED (e.g. ViT-L-14:openai) or an open_clip folder"
+    )
 
 
 def load_judge(spec: str = "toy", *, device: str | None = None) -> Judge:
@@ -170,9 +190,7 @@ def load_judge(spec: str = "toy", *, device: str | None = None) -> Judge:
     import open_clip
 
     dev, _ = pick_device(device, "fp32")
-    spec = spec.strip()
-    if not spec:
-        raise EraseError("the judge spec is empty; use toy, NAME:PRETRAINED, or a folder")
+    spec = check_judge_spec(spec)
     if spec == "toy":
         folder = WEIGHTS / "clip"
         if not (folder / "open_clip_config.json").is_file():
@@ -191,9 +209,7 @@ def load_judge(spec: str = "toy", *, device: str | None = None) -> Judge:
         if (folder / "bpe_vocab.txt.gz").is_file():  # a toy-style judge with its own vocabulary
             model, preprocess, tok = load_toy_clip(folder)
         else:
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                f"local-dir:{folder}", pretrained=str(weights[0])
-            )
+            model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{folder}")
             tok = open_clip.get_tokenizer(f"local-dir:{folder}")
     elif ":" in spec:
         name, pretrained = spec.split(":", 1)

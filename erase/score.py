@@ -44,13 +44,8 @@ class ZeroShotClassifier:
         )
         return cls(model, group, weights, preprocess, torch.device(device))
 
-    @torch.no_grad()
-    def image_features(self, images: Sequence[Image.Image], batch: int = 256) -> torch.Tensor:
-        feats = []
-        for i in range(0, len(images), batch):
-            x = torch.stack([self.preprocess(im.convert("RGB")) for im in images[i : i + batch]])
-            feats.append(F.normalize(self.model.encode_image(x.to(self.device)).float(), dim=-1))
-        return torch.cat(feats)
+    def image_features(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        return image_features(self.model, self.preprocess, self.device, images)
 
     def probs(self, images: Sequence[Image.Image] | None = None, *, features=None) -> torch.Tensor:
         f = self.image_features(images) if features is None else features
@@ -86,21 +81,27 @@ def bootstrap_ci(hits: np.ndarray, *, n_boot: int = 2000, seed: int = 0, level: 
 
 
 @torch.no_grad()
+def image_features(
+    model, preprocess, device, images: Sequence[Image.Image], batch: int = 256
+) -> torch.Tensor:
+    """L2-normalised CLIP image embeddings."""
+    feats = []
+    for i in range(0, len(images), batch):
+        x = torch.stack([preprocess(im.convert("RGB")) for im in images[i : i + batch]])
+        feats.append(F.normalize(model.encode_image(x.to(device)).float(), dim=-1))
+    return torch.cat(feats)
+
+
+@torch.no_grad()
 def clip_score(judge, images: Sequence[Image.Image], prompts: Sequence[str], features=None) -> float:
     """Mean of 100 * max(cos(image, prompt), 0), the usual CLIP score."""
-    f = features if features is not None else ZeroShotClassifier.image_features(_Feat(judge), images)
+    f = (
+        features
+        if features is not None
+        else image_features(judge.model, judge.preprocess, judge.device, images)
+    )
     t = F.normalize(judge.model.encode_text(judge.tokenizer(list(prompts)).to(judge.device)).float(), dim=-1)
     return float((100 * (f * t).sum(-1)).clamp(min=0).mean())
-
-
-@dataclass
-class _Feat:  # lets clip_score reuse image_features without building a classifier
-    judge: object
-
-    def __getattr__(self, name):
-        return {"model": self.judge.model, "preprocess": self.judge.preprocess, "device": self.judge.device}[
-            name
-        ]
 
 
 def classify_concept(

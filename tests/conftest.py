@@ -8,6 +8,14 @@ torch.set_num_threads(int(os.environ.get("ERASE_TEST_THREADS", "2")))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 
 
+def pytest_configure(config):
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    dlog.disable_progress_bar()
+    tlog.disable_progress_bar()
+
+
 @pytest.fixture(scope="session")
 def toy_pipe():
     from erase.models import load_pipeline

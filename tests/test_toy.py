@@ -11,8 +11,9 @@ from erase.toy.train import clip_accuracy
 
 
 def test_toy_model_draws_the_colour_and_shape_it_is_asked_for(toy_pipe, toy_judge):
-    # 16 plain colour x shape prompts, 3 held-out phrasings, 3 held-out seeds: 144 images.
-    q = toy_quality(toy_pipe, toy_judge, [1000, 1001, 1002], progress=False)
+    # 16 plain colour x shape prompts, 3 held-out phrasings, 6 held-out seeds: 288 images
+    # (fewer than 18 per prompt makes the worst-prompt figure mostly sampling noise).
+    q = toy_quality(toy_pipe, toy_judge, list(range(1000, 1006)), progress=False)
     assert q["color"] >= 0.90, q["per_prompt"]
     assert q["shape"] >= 0.90, q["per_prompt"]
     assert q["min_prompt"] >= 0.60, q["per_prompt"]

@@ -56,10 +56,10 @@ class ToyTrainConfig:
     stages: tuple[str, ...] = STAGES  # stages to train; the others are loaded from `base`
     exclude: tuple[str, ...] = ()  # concept exclusions for the UNet data, e.g. ("color=red",)
     exclude_ids: tuple[int, ...] = ()  # sample ids left out of the UNet data
-    vae_steps: int = 350
+    vae_steps: int = 400
     vae_batch: int = 32
     vae_lr: float = 2e-3
-    clip_steps: int = 700
+    clip_steps: int = 1000
     clip_batch: int = 128
     clip_lr: float = 2e-3
     unet_steps: int = 1200
