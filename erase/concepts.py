@@ -99,7 +99,9 @@ def _strings(value, where: str) -> tuple[str, ...]:
 def _concept(name: str, group: Group, label: str, spec: dict, env_vars: dict, where: str) -> Concept:
     env = env_vars | {"concept": [label]}
     prompts, anchors = _prompts_and_anchors(spec, env, where)
-    heldout = tuple(p for t in _strings(spec.get("heldout"), f"{where}.heldout") for p in _expand(t, env, where))
+    heldout = tuple(
+        p for t in _strings(spec.get("heldout"), f"{where}.heldout") for p in _expand(t, env, where)
+    )
     return Concept(name, group, label, prompts, heldout, anchors)
 
 

@@ -28,7 +28,9 @@ def delta_path(spec: str | Path) -> Path:
     if p.is_dir():
         p = p / DELTA_NAME
         if not p.is_file():
-            raise EraseError(f"run folder {spec} has no {DELTA_NAME}; pass a finished erase run or a delta file")
+            raise EraseError(
+                f"run folder {spec} has no {DELTA_NAME}; pass a finished erase run or a delta file"
+            )
     elif not p.is_file():
         raise EraseError(f"delta {spec} does not exist; pass a delta file or a run folder")
     return p
@@ -104,7 +106,9 @@ def read_meta(path: Path) -> dict:
         with safe_open(str(path), framework="pt") as f:
             raw = (f.metadata() or {}).get("erase")
     except (SafetensorError, OSError) as e:
-        raise EraseError(f"delta {path} is not a readable safetensors file ({e}); re-run the erasure") from None
+        raise EraseError(
+            f"delta {path} is not a readable safetensors file ({e}); re-run the erasure"
+        ) from None
     if not raw:
         raise EraseError(f"{path} is a safetensors file but not an erase delta (no metadata)")
     meta = json.loads(raw)

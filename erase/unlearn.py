@@ -1,0 +1,100 @@
+"""Run a method on a pipeline: pick its config, edit the UNet, and package the result as a delta.
+
+Shared by every method and by the CLI, so that a delta always carries the same provenance.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from erase.concepts import Concept
+from erase.delta import model_fingerprint, save_delta
+from erase.errors import EraseError
+from erase.methods import Method, get_method
+from erase.methods.base import EraseInputs
+from erase.record import peak_memory_mb, versions
+
+TOY_MAX_PARAMS = 10_000_000  # UNets below this size get a method's toy-world settings
+
+
+def is_toy_sized(pipe) -> bool:
+    return sum(p.numel() for p in pipe.unet.parameters()) < TOY_MAX_PARAMS
+
+
+@dataclass
+class EditOutcome:
+    method: Method
+    config: object
+    log: dict
+    seconds: float
+    peak_memory: dict
+
+    @property
+    def params(self) -> list[str]:
+        return self.log["params"]
+
+
+def concept_inputs(target: Concept, preserve: list[Concept], anchor: str | None = "default") -> EraseInputs:
+    """Inputs for a concept-level method from concept definitions.
+
+    ``anchor``: ``"default"`` uses the concept file's anchors (the prompt without the concept),
+    ``None`` uses none (the empty prompt), any other text is used for every target prompt (it may
+    contain the same ``{placeholders}``-free text, e.g. "a circle").
+    """
+    if anchor == "default":
+        anchors = target.anchors
+    elif anchor is None or anchor.strip() == "":
+        anchors = ()
+    else:
+        anchors = tuple(anchor.strip() for _ in target.prompts)
+        if any(a in (target.name, target.label) for a in anchors):
+            raise EraseError(f"anchor {anchor!r} is the concept being erased; pick another concept")
+    prompts = tuple(p for c in preserve for p in c.prompts)
+    return EraseInputs(targets=target.prompts, anchors=anchors, preserve=prompts)
+
+
+def run_method(
+    pipe,
+    method_name: str,
+    inputs: EraseInputs,
+    *,
+    overrides: dict | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> EditOutcome:
+    """Edit ``pipe.unet`` in place with a registered method."""
+    if seed < 0:
+        raise EraseError(f"seed must be non-negative, got {seed}")
+    method = get_method(method_name)
+    cfg = method.config(overrides, toy=is_toy_sized(pipe))
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.time()
+    log = method.module.edit(pipe, inputs, cfg, seed=seed, progress=progress)
+    return EditOutcome(method, cfg, log, time.time() - t0, peak_memory_mb())
+
+
+def write_delta(
+    path: Path, pipe, outcome: EditOutcome, *, base_spec: str, seed: int, concepts: dict | None = None
+) -> dict:
+    meta = {
+        "base_model": base_spec,
+        "base_fingerprint": model_fingerprint(base_spec),
+        "method": outcome.method.name,
+        "kind": outcome.method.kind,
+        "concepts": concepts or {},
+        "config": asdict(outcome.config),
+        "seed": seed,
+        "versions": versions(),
+        "wall_seconds": round(outcome.seconds, 2),
+        "peak_memory": outcome.peak_memory,
+        "trainable_parameters": outcome.log.get("trainable_parameters"),
+        "tensors": len(outcome.params),
+    }
+    save_delta(path, pipe.unet, outcome.params, meta)
+    return meta

@@ -1,0 +1,122 @@
+"""One test matrix over the method registry, on tiny SD 1.x, 2.x-like and XL-like pipelines.
+
+Mechanics only (random weights): which parameters move, determinism, finiteness, deltas.
+Whether erasure works is tested on the trained toy world (test_erasure_toy.py).
+"""
+
+import pkgutil
+
+import numpy as np
+import pytest
+import torch
+
+import erase.methods
+from erase.errors import EraseError
+from erase.generate import generate
+from erase.layers import select_parameters
+from erase.methods import REGISTRY, get_method
+from erase.methods.base import EraseInputs
+from erase.models import load_pipeline
+from erase.unlearn import run_method, write_delta
+from tests import tiny
+
+FAST = {
+    "esd": {"steps": 2, "trajectories": 1, "ddim_steps": 2, "batch_size": 1, "lr": 1e-2},
+    "ablation": {"steps": 2, "images_per_anchor": 1, "sample_steps": 2, "batch_size": 1, "lr": 1e-2},
+    "uce": {},
+}
+INPUTS = EraseInputs(
+    targets=("a red circle", "a red square"), anchors=("a circle", "a square"), preserve=("a blue circle",)
+)
+
+
+def fast(name: str) -> dict:
+    return FAST[REGISTRY[name].module.__name__.rsplit(".", 1)[1]]
+
+
+def snapshot(unet) -> dict:
+    return {k: v.detach().clone() for k, v in unet.state_dict().items()}
+
+
+def test_every_method_file_is_registered():
+    files = {m.name for m in pkgutil.iter_modules(erase.methods.__path__)} - {"base"}
+    registered = {m.module.__name__.rsplit(".", 1)[1] for m in REGISTRY.values()}
+    assert files == registered
+
+
+@pytest.mark.parametrize("arch", ["sd1", "sd2", "sdxl"])
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_method_changes_only_its_parameters_and_stays_finite(name, arch):
+    pipe = tiny.BUILDERS[arch]()
+    pipe.set_progress_bar_config(disable=True)
+    before = snapshot(pipe.unet)
+    out = run_method(pipe, name, INPUTS, overrides=fast(name), seed=0, progress=False)
+    allowed = set(select_parameters(pipe.unet, getattr(out.config, "params", "xattn-kv")))
+    assert set(out.params) <= allowed
+    changed = {k for k, v in pipe.unet.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed, "the method changed nothing"
+    assert changed <= set(out.params), sorted(changed - set(out.params))[:3]
+    image = np.asarray(generate(pipe, ["a red circle"], [0], steps=2, progress=False)[0])
+    assert np.isfinite(image).all()
+    assert all(torch.isfinite(p).all() for p in pipe.unet.parameters())
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_fixed_seed_gives_identical_weights(name):
+    weights = []
+    for _ in range(2):
+        pipe = tiny.sd1()
+        pipe.set_progress_bar_config(disable=True)
+        run_method(pipe, name, INPUTS, overrides=fast(name), seed=3, progress=False)
+        weights.append(snapshot(pipe.unet))
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+@pytest.mark.parametrize("name", ["esd-x", "uce", "ca"])
+def test_delta_saves_loads_and_applies_to_the_same_weights(name, tmp_path):
+    tiny.sd1().save_pretrained(tmp_path / "base")
+    base = str(tmp_path / "base")
+    pipe = load_pipeline(base, device="cpu")
+    out = run_method(pipe, name, INPUTS, overrides=fast(name), seed=0, progress=False)
+    meta = write_delta(tmp_path / "d.safetensors", pipe, out, base_spec=base, seed=0)
+    assert meta["method"] == name and meta["kind"] == "unlearning"
+    edited = load_pipeline(f"{base}+{tmp_path / 'd.safetensors'}", device="cpu")
+    for k, v in pipe.unet.state_dict().items():
+        assert torch.equal(v, edited.unet.state_dict()[k]), k
+    # The same delta on another base is refused.
+    tiny.sd1(seed=1).save_pretrained(tmp_path / "other")
+    with pytest.raises(EraseError, match="was made from model"):
+        load_pipeline(f"{tmp_path / 'other'}+{tmp_path / 'd.safetensors'}", device="cpu")
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_weights():
+    pipe = tiny.sd1()
+    pipe.set_progress_bar_config(disable=True)
+    before = snapshot(pipe.unet)
+    with pytest.raises(EraseError, match="loss became nan at step 0; stopped and kept"):
+        run_method(pipe, "esd-x", INPUTS, overrides=fast("esd-x") | {"eta": float("nan")}, progress=False)
+    assert all(torch.equal(v, before[k]) for k, v in pipe.unet.state_dict().items())
+
+
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        ({"targets": ("a red circle",), "preserve": ("a red circle",)}, "both erased and preserved"),
+        ({"targets": ("a red circle",), "anchors": ("a red circle",)}, "anchor .* equals its target"),
+        ({"targets": ("a", "b"), "anchors": ("c",)}, "1 anchors for 2"),
+    ],
+)
+def test_bad_inputs_are_refused(bad, match):
+    with pytest.raises(EraseError, match=match):
+        EraseInputs(**bad)
+
+
+def test_unknown_methods_and_settings_are_refused():
+    with pytest.raises(EraseError, match="unknown method 'esd-z'"):
+        get_method("esd-z")
+    with pytest.raises(EraseError, match="has no setting 'etaa'"):
+        get_method("esd-x").config({"etaa": 1})
+    with pytest.raises(EraseError, match="lr must be positive"):
+        get_method("ca").config({"lr": -1})
+    with pytest.raises(EraseError, match="ca needs an anchor"):
+        run_method(tiny.sd1(), "ca", EraseInputs(targets=("a red circle",)), overrides=fast("ca"))
