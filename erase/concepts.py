@@ -38,6 +38,7 @@ class Concept:
     prompts: tuple[str, ...]  # what an erasure method trains on
     heldout: tuple[str, ...]  # what scoring generates from
     anchors: tuple[str, ...] = ()  # one per prompt: the same prompt without the concept
+    bindings: tuple[dict, ...] = ()  # one per prompt: the values its placeholders took
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ def _expand(template: str, env: dict[str, list[str]], where: str) -> list[str]:
     return [template.format(**b) for b in _bindings(template, env, where)]
 
 
-def _prompts_and_anchors(spec: dict, env, where: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def _prompts_and_anchors(spec: dict, env, where: str) -> tuple[tuple, tuple, tuple]:
     """Expand ``prompts``; ``anchors`` (optional) are aligned templates filled with the same values."""
     templates = _strings(spec.get("prompts"), f"{where}.prompts")
     anchor_templates = spec.get("anchors")
@@ -78,16 +79,17 @@ def _prompts_and_anchors(spec: dict, env, where: str) -> tuple[tuple[str, ...], 
         anchor_templates = _strings(anchor_templates, f"{where}.anchors")
         if len(anchor_templates) != len(templates):
             raise EraseError(f"{where}.anchors must have one entry per prompt template")
-    prompts, anchors = [], []
+    prompts, anchors, bindings = [], [], []
     for i, t in enumerate(templates):
         for b in _bindings(t, env, where):
             prompts.append(t.format(**b))
+            bindings.append(b)
             if anchor_templates is not None:
                 try:
                     anchors.append(anchor_templates[i].format(**b))
                 except KeyError as e:
                     raise EraseError(f"{where}.anchors[{i}] uses {e}, which its prompt does not") from None
-    return tuple(prompts), tuple(anchors)
+    return tuple(prompts), tuple(anchors), tuple(bindings)
 
 
 def _strings(value, where: str) -> tuple[str, ...]:
@@ -98,11 +100,11 @@ def _strings(value, where: str) -> tuple[str, ...]:
 
 def _concept(name: str, group: Group, label: str, spec: dict, env_vars: dict, where: str) -> Concept:
     env = env_vars | {"concept": [label]}
-    prompts, anchors = _prompts_and_anchors(spec, env, where)
+    prompts, anchors, bindings = _prompts_and_anchors(spec, env, where)
     heldout = tuple(
         p for t in _strings(spec.get("heldout"), f"{where}.heldout") for p in _expand(t, env, where)
     )
-    return Concept(name, group, label, prompts, heldout, anchors)
+    return Concept(name, group, label, prompts, heldout, anchors, bindings)
 
 
 def resolve_prompt_file(spec: str | Path) -> Path:

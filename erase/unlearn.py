@@ -42,17 +42,26 @@ def concept_inputs(target: Concept, preserve: list[Concept], anchor: str | None 
     """Inputs for a concept-level method from concept definitions.
 
     ``anchor``: ``"default"`` uses the concept file's anchors (the prompt without the concept),
-    ``None`` uses none (the empty prompt), any other text is used for every target prompt (it may
-    contain the same ``{placeholders}``-free text, e.g. "a circle").
+    ``None`` uses none (the empty prompt), any other text is used for every target prompt, its
+    placeholders filled like the prompt's: ``"a blue {shape}"`` maps "a red circle" to
+    "a blue circle" (a replacement rather than a removal).
     """
     if anchor == "default":
         anchors = target.anchors
     elif anchor is None or anchor.strip() == "":
         anchors = ()
     else:
-        anchors = tuple(anchor.strip() for _ in target.prompts)
-        if any(a in (target.name, target.label) for a in anchors):
+        text = anchor.strip()
+        if text in (target.name, target.label):
             raise EraseError(f"anchor {anchor!r} is the concept being erased; pick another concept")
+        try:
+            anchors = (
+                tuple(text.format(**b) for b in target.bindings)
+                if "{" in text
+                else (text,) * len(target.prompts)
+            )
+        except (KeyError, IndexError, ValueError):
+            raise EraseError(f"anchor {anchor!r} uses a placeholder its prompts do not have") from None
     prompts = tuple(p for c in preserve for p in c.prompts)
     return EraseInputs(targets=target.prompts, anchors=anchors, preserve=prompts)
 

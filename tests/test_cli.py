@@ -145,3 +145,83 @@ def test_seed_parsing():
     assert parse_seeds("0,2,5-7") == [0, 2, 5, 6, 7]
     with pytest.raises(EraseError):
         parse_seeds(",")
+
+
+def test_concept_writes_a_delta_that_apply_and_the_loader_accept(tmp_path, capsys):
+    import torch
+
+    from erase.delta import read_meta
+    from erase.models import load_pipeline
+
+    run_dir = tmp_path / "red-uce"
+    code, _stdout, err = run(
+        ["concept", "red", "--method", "uce", "--no-score", "--device", "cpu", "--out", str(run_dir)], capsys
+    )
+    assert code == 0, err
+    meta = read_meta(run_dir / "delta.safetensors")
+    assert meta["method"] == "uce" and meta["kind"] == "unlearning" and meta["base_model"] == "toy"
+    assert meta["concepts"] == {"erase": "red", "preserve": ["green", "blue", "yellow"]}
+    rec = json.loads((run_dir / "record.json").read_text())
+    assert rec["trainable_parameters"] > 0 and rec["prompt_hashes"]["targets"]["n"] == 4
+
+    code, _, err = run(["apply", str(run_dir), "--out", str(tmp_path / "full")], capsys)
+    assert code == 0, err
+    full = load_pipeline(str(tmp_path / "full"), device="cpu")
+    edited = load_pipeline(f"toy+{run_dir}", device="cpu")
+    base = load_pipeline("toy", device="cpu")
+    name = next(n for n in meta_names(run_dir))
+    assert torch.equal(dict(full.unet.named_parameters())[name], dict(edited.unet.named_parameters())[name])
+    assert not torch.equal(
+        dict(base.unet.named_parameters())[name], dict(edited.unet.named_parameters())[name]
+    )
+
+
+def meta_names(run_dir):
+    from safetensors import safe_open
+
+    with safe_open(str(run_dir / "delta.safetensors"), framework="pt") as f:
+        return list(f.keys())
+
+
+CONCEPT_BAD = [
+    (["concept", "red", "--method", "esd-z"], "unknown method 'esd-z'"),
+    (["concept", " "], "empty"),
+    (["concept", "red", "--preserve", "green,red"], "both erased and in --preserve"),
+    (["concept", "red", "--anchor", "red"], "is the concept being erased"),
+    (["concept", "red", "--method", "uce", "--steps", "5"], "uce has no setting 'steps'"),
+    (["concept", "red", "--lr", "-1"], "lr must be positive"),
+    (["concept", "red", "--set", "etaa=2"], "has no setting 'etaa'"),
+    (["apply", "missing-run", "--out", "x"], "does not exist"),
+    (["score", "--concept", "red", "--model", "toy+missing-run"], "does not exist"),
+]
+
+
+@pytest.mark.parametrize("args,message", CONCEPT_BAD, ids=[" ".join(a)[:40] for a, _ in CONCEPT_BAD])
+def test_bad_erasure_input_is_one_line_exit_2(args, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(args, capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and message in lines[0], err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_delta_for_another_base_is_refused(tmp_path, capsys):
+    from tests import tiny
+
+    run_dir = tmp_path / "red-uce"
+    assert run(["concept", "red", "--method", "uce", "--no-score", "--out", str(run_dir)], capsys)[0] == 0
+    tiny.sd1().save_pretrained(tmp_path / "other")
+    code, _, err = run(
+        [
+            "generate",
+            "--model",
+            f"{tmp_path / 'other'}+{run_dir}",
+            "--prompt",
+            "x",
+            "--out",
+            str(tmp_path / "g"),
+        ],
+        capsys,
+    )
+    assert code == 2 and "was made from model 'toy'" in err
+    assert not (tmp_path / "g").exists()
