@@ -115,8 +115,21 @@ def main():
         return
     results = {}
     for variant in ("naive", "ours"):  # one after the other: two torch jobs on 2 cores distort both
-        cmd = [sys.executable, __file__, "--variant", variant] + [
-            a for a in sys.argv[1:] if not a.startswith("--out")
+        cmd = [
+            sys.executable,
+            __file__,
+            "--variant",
+            variant,
+            "--model",
+            args.model,
+            "--iters",
+            str(args.iters),
+            "--ddim-steps",
+            str(args.ddim_steps),
+            "--trajectories",
+            str(args.trajectories),
+            "--threads",
+            str(args.threads),
         ]
         env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
         out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout

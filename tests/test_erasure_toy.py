@@ -32,7 +32,9 @@ def erase(method, concept, book, judge, names, anchor="default", **overrides):
     pipe = load_pipeline("toy", device="cpu")
     target = book.get(concept)
     keep = [book.get(n) for n in target.group.labels if n != concept]
-    run_method(pipe, method, concept_inputs(target, keep, anchor), overrides=overrides, seed=0, progress=False)
+    run_method(
+        pipe, method, concept_inputs(target, keep, anchor), overrides=overrides, seed=0, progress=False
+    )
     return accuracies(pipe, judge, book, names)
 
 
@@ -57,7 +59,7 @@ def test_uce_replacing_a_colour_by_another_removes_it(base_colors, toy_judge, to
 def test_default_anchors_keep_colours_when_erasing_a_shape(toy_pipe, toy_judge, toy_book):
     """Negative guidance removes everything a prompt names: erasing "a red cross" against the
     empty prompt also erases red. The default anchors ("a red shape") keep colours."""
-    names = COLORS + ["cross"]
+    names = [*COLORS, "cross"]
     base = accuracies(toy_pipe, toy_judge, toy_book, names)
     anchored = erase("esd-x", "cross", toy_book, toy_judge, names)
     assert anchored["cross"] <= base["cross"] - 0.4, anchored
