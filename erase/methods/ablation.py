@@ -24,8 +24,8 @@ import torch
 
 from erase.diffusion import diffusion_loss, encode_prompts, predict, sample_timesteps
 from erase.errors import EraseError
-from erase.layers import PARAM_SETS, select_parameters, set_trainable
-from erase.methods.base import EraseInputs, fit
+from erase.layers import select_parameters, set_trainable
+from erase.methods.base import EraseInputs, fit, require_param_set, require_positive
 
 KIND = "unlearning"
 
@@ -47,15 +47,10 @@ class Config:
     optimizer: str = "adam"
 
     def __post_init__(self):
-        if self.params not in PARAM_SETS:
-            raise EraseError(f"ca: params must be one of {', '.join(PARAM_SETS)}, got {self.params!r}")
+        require_param_set("ca", self.params)
+        require_positive("ca", self, "steps", "lr", "batch_size", "images_per_anchor", "sample_steps")
         if self.loss not in ("model", "noise"):
             raise EraseError(f"ca: loss must be model or noise, got {self.loss!r}")
-        for name in ("steps", "batch_size", "images_per_anchor", "sample_steps"):
-            if getattr(self, name) <= 0:
-                raise EraseError(f"ca: {name} must be positive, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise EraseError(f"ca: lr must be positive, got {self.lr}")
 
 
 TOY = {"lr": 2e-4, "steps": 150, "batch_size": 8, "sample_steps": 25}

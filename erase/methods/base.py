@@ -63,6 +63,21 @@ class EraseInputs:
                 raise EraseError(f"anchor {a!r} equals its target; an anchor must be another concept")
 
 
+def require_positive(where: str, cfg, *names: str) -> None:
+    """Config validation shared by the methods: each named field must be > 0."""
+    for name in names:
+        value = getattr(cfg, name)
+        if not value > 0:
+            raise EraseError(f"{where}: {name} must be positive, got {value}")
+
+
+def require_param_set(where: str, value: str) -> None:
+    from erase.layers import PARAM_SETS
+
+    if value not in PARAM_SETS:
+        raise EraseError(f"{where}: params must be one of {', '.join(PARAM_SETS)}, got {value!r}")
+
+
 class NonFiniteLoss(EraseError):
     """Raised after the loop has put the last good weights back."""
 

@@ -28,8 +28,8 @@ import torch
 
 from erase.diffusion import Conditioning, encode_prompts, predict, sample_trajectories
 from erase.errors import EraseError
-from erase.layers import PARAM_SETS, select_parameters, set_trainable
-from erase.methods.base import EraseInputs, fit
+from erase.layers import select_parameters, set_trainable
+from erase.methods.base import EraseInputs, fit, require_param_set, require_positive
 
 KIND = "unlearning"
 
@@ -51,13 +51,8 @@ class Config:
     optimizer: str = "adam"
 
     def __post_init__(self):
-        if self.params not in PARAM_SETS:
-            raise EraseError(f"esd: params must be one of {', '.join(PARAM_SETS)}, got {self.params!r}")
-        for name in ("steps", "batch_size", "trajectories", "ddim_steps"):
-            if getattr(self, name) <= 0:
-                raise EraseError(f"esd: {name} must be positive, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise EraseError(f"esd: lr must be positive, got {self.lr}")
+        require_param_set("esd", self.params)
+        require_positive("esd", self, "steps", "lr", "batch_size", "trajectories", "ddim_steps")
         if self.preserve_weight < 0:
             raise EraseError(f"esd: preserve_weight must be >= 0, got {self.preserve_weight}")
 
