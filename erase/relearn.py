@@ -24,7 +24,7 @@ from PIL import Image
 
 from erase.diffusion import Conditioning, diffusion_loss, encode_prompts
 from erase.errors import EraseError
-from erase.layers import select_parameters, set_trainable
+from erase.layers import select_parameters
 from erase.methods.base import ImageSet, fit, make_optimizer
 
 OPTIMIZERS = ("sgd", "sgdm", "adam", "adamw")
@@ -156,7 +156,7 @@ def relearn(
         params = {k: named[k] for k in changed}
     else:
         params = select_parameters(unet, cfg.params)
-    trainable = set_trainable(unet, params)
+    trainable = sum(p.numel() for p in params.values())
     gen = torch.Generator().manual_seed(cfg.seed)
     # A fixed data order: one permutation per pass through the examples, from the seed.
     order: list[int] = []
@@ -179,19 +179,17 @@ def relearn(
             with torch.no_grad():
                 curve.append({"step": step + 1, **evaluate()})
 
-    try:
-        losses = fit(
-            params,
-            loss_fn,
-            steps=cfg.steps,
-            lr=cfg.lr,
-            optimizer=cfg.optimizer,
-            desc=f"relearn {cfg.optimizer} lr={cfg.lr:g}",
-            progress=progress,
-            after_step=after_step,
-        )
-    finally:
-        unet.eval().requires_grad_(False)
+    losses = fit(
+        unet,
+        params,
+        loss_fn,
+        steps=cfg.steps,
+        lr=cfg.lr,
+        optimizer=cfg.optimizer,
+        desc=f"relearn {cfg.optimizer} lr={cfg.lr:g}",
+        progress=progress,
+        after_step=after_step,
+    )
     return {"curve": curve, "losses": losses, "trainable_parameters": trainable}
 
 

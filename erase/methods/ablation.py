@@ -24,7 +24,7 @@ import torch
 
 from erase.diffusion import diffusion_loss, encode_prompts, predict, sample_timesteps
 from erase.errors import EraseError
-from erase.layers import select_parameters, set_trainable
+from erase.layers import select_parameters
 from erase.methods.base import EraseInputs, fit, require_param_set, require_positive
 
 KIND = "unlearning"
@@ -96,8 +96,7 @@ def edit(pipe, inputs: EraseInputs, cfg: Config, *, seed: int, progress: bool = 
 
     # 3. Fine-tune.
     params = select_parameters(unet, cfg.params)
-    trainable = set_trainable(unet, params)
-    unet.train()
+    trainable = sum(p.numel() for p in params.values())
 
     def loss_fn(step: int) -> torch.Tensor:
         idx = torch.randint(len(latents), (cfg.batch_size,), generator=gen)
@@ -125,12 +124,16 @@ def edit(pipe, inputs: EraseInputs, cfg: Config, *, seed: int, progress: bool = 
             )
         return loss
 
-    try:
-        losses = fit(
-            params, loss_fn, steps=cfg.steps, lr=cfg.lr, optimizer=cfg.optimizer, desc="ca", progress=progress
-        )
-    finally:
-        unet.eval().requires_grad_(False)
+    losses = fit(
+        unet,
+        params,
+        loss_fn,
+        steps=cfg.steps,
+        lr=cfg.lr,
+        optimizer=cfg.optimizer,
+        desc="ca",
+        progress=progress,
+    )
     return {
         "params": sorted(params),
         "trainable_parameters": trainable,

@@ -97,6 +97,7 @@ def make_optimizer(params: list[torch.nn.Parameter], name: str, lr: float) -> to
 
 
 def fit(
+    module: torch.nn.Module,
     params: dict[str, torch.nn.Parameter],
     loss_fn: Callable[[int], torch.Tensor],
     *,
@@ -108,7 +109,10 @@ def fit(
     grad_hook: Callable[[], None] | None = None,
     after_step: Callable[[int], None] | None = None,
 ) -> list[float]:
-    """Gradient steps on ``params`` with ``loss_fn(step)``; returns the loss per step.
+    """Gradient steps on ``params`` (of ``module``) with ``loss_fn(step)``; returns the loss per step.
+
+    Only ``params`` are trainable during the loop; afterwards ``module`` is left frozen and in
+    eval mode, whatever happened.
 
     A non-finite loss or gradient stops the loop *before* the step that would corrupt the
     weights, so the UNet keeps the last good weights, and ``NonFiniteLoss`` says so.
@@ -120,6 +124,18 @@ def fit(
     plist = list(params.values())
     opt = make_optimizer(plist, optimizer, lr)
     losses: list[float] = []
+    module.requires_grad_(False)
+    for p in plist:
+        p.requires_grad_(True)
+    module.train()
+    try:
+        _loop(opt, plist, loss_fn, steps, desc, progress, grad_hook, after_step, losses)
+    finally:
+        module.eval().requires_grad_(False)
+    return losses
+
+
+def _loop(opt, plist, loss_fn, steps, desc, progress, grad_hook, after_step, losses) -> None:
     bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False)
     for step in bar:
         loss = loss_fn(step)
@@ -143,4 +159,3 @@ def fit(
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
         if after_step is not None:
             after_step(step)
-    return losses

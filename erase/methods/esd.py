@@ -28,7 +28,7 @@ import torch
 
 from erase.diffusion import Conditioning, encode_prompts, predict, sample_trajectories
 from erase.errors import EraseError
-from erase.layers import select_parameters, set_trainable
+from erase.layers import select_parameters
 from erase.methods.base import EraseInputs, fit, require_param_set, require_positive
 
 KIND = "unlearning"
@@ -145,8 +145,7 @@ def edit(pipe, inputs: EraseInputs, cfg: Config, *, seed: int, progress: bool = 
 
     # 4. Fine-tune the chosen parameters.
     params = select_parameters(unet, cfg.params)
-    trainable = set_trainable(unet, params)
-    unet.train()
+    trainable = sum(p.numel() for p in params.values())
 
     def loss_fn(step: int) -> torch.Tensor:
         # Erase and preserve states go through the UNet in one batch: one call, not two.
@@ -163,18 +162,16 @@ def edit(pipe, inputs: EraseInputs, cfg: Config, *, seed: int, progress: bool = 
             loss = loss + cfg.preserve_weight * err[n:].mean()
         return loss
 
-    try:
-        losses = fit(
-            params,
-            loss_fn,
-            steps=cfg.steps,
-            lr=cfg.lr,
-            optimizer=cfg.optimizer,
-            desc=f"esd-{cfg.params}",
-            progress=progress,
-        )
-    finally:
-        unet.eval().requires_grad_(False)
+    losses = fit(
+        unet,
+        params,
+        loss_fn,
+        steps=cfg.steps,
+        lr=cfg.lr,
+        optimizer=cfg.optimizer,
+        desc=f"esd-{cfg.params}",
+        progress=progress,
+    )
     return {
         "params": sorted(params),
         "trainable_parameters": trainable,
