@@ -15,6 +15,10 @@ from pathlib import Path
 from erase.errors import EraseError
 
 DEFAULT_EVAL_SEEDS = "1000-1007"
+# Relearning learning rates per optimizer: on the toy world (all parameters, batch 4) SGD at 0.1
+# wrecks the model and at 0.5 diverges; 0.03 is the largest that learns. Adam at 3e-4 is the setting
+# that brought an erased circle back within 12 steps when this was first measured.
+DEFAULT_LRS = {"sgd": (0.03,), "sgdm": (0.003,), "adam": (3e-4,), "adamw": (3e-4,)}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -144,11 +148,93 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", type=Path, help="run folder (default runs/concept-<concept>-<time>)")
     c.add_argument("--overwrite", action="store_true")
 
+    d = sub.add_parser(
+        "data", help="untrain specific training data (data-level) and score it against its oracle"
+    )
+    _model_args(d)
+    d.add_argument(
+        "--forget", required=True, help="a folder of images with captions, or a toy spec: toy:color=red:n=32"
+    )
+    d.add_argument(
+        "--retain",
+        default=None,
+        help="a folder or toy spec (default for a toy forget set: toy:rest:n=256; none for a folder)",
+    )
+    d.add_argument("--method", default="hamu", help="ga, graddiff, ft, rl, salun, ieu, hamu (default)")
+    d.add_argument("--steps", type=int, help="gradient steps (method default if omitted)")
+    d.add_argument("--lr", type=float, help="learning rate (method default if omitted)")
+    d.add_argument(
+        "--set", action="append", default=[], metavar="NAME=VALUE", help="any other method setting"
+    )
+    d.add_argument("--seed", type=int, default=0, help="draws random subsets and every batch")
+    d.add_argument(
+        "--oracle",
+        default="auto",
+        help="auto (the cached toy oracle for this forget set), none, or a model that never saw it",
+    )
+    d.add_argument("--concepts", default="toy")
+    d.add_argument("--judge", default="toy")
+    d.add_argument("--score", default=None, help="concepts to score before/after with the judge, e.g. red")
+    d.add_argument("--eval-seeds", default="1000-1003")
+    d.add_argument("--out", type=Path, help="run folder (default runs/data-<method>-<time>)")
+    d.add_argument("--overwrite", action="store_true")
+
     a = sub.add_parser("apply", help="write a full diffusers pipeline folder from a base model and a delta")
     a.add_argument("delta", help="a delta file or an erase run folder")
     a.add_argument("--model", default=None, help="base model (default: the one the delta records)")
     a.add_argument("--out", type=Path, required=True)
     a.add_argument("--overwrite", action="store_true")
+
+    r = sub.add_parser("relearn", help="attack an erasure by relearning, under several optimizers")
+    r.add_argument("run", help="an erase run folder (or its delta file)")
+    r.add_argument("--concept", help="concept to relearn (default: the one the run erased)")
+    r.add_argument("--model", default=None, help="base model (default: the one the delta records)")
+    r.add_argument("--device", default=None)
+    r.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"])
+    r.add_argument("--optimizers", default="sgd,adam", help="comma-separated: sgd, sgdm, adam, adamw")
+    r.add_argument(
+        "--lrs",
+        action="append",
+        default=[],
+        metavar="[OPT=]LR,...",
+        help="learning rates: '1e-4,3e-4' for every optimizer, or 'adam=1e-4,3e-4' for one "
+        "(repeatable; defaults: " + ", ".join(f"{k} {v[0]:g}" for k, v in DEFAULT_LRS.items()) + ")",
+    )
+    r.add_argument("--steps", type=int, default=100, help="budget of relearning steps (default 100)")
+    r.add_argument("--eval-every", type=int, help="evaluate every k steps (default: steps / 10)")
+    r.add_argument("--batch-size", type=int, default=4)
+    r.add_argument(
+        "--params",
+        default="all",
+        help="what relearning trains: all (default), xattn, xattn-kv, non-xattn, changed",
+    )
+    r.add_argument("--seeds", default="0,1,2", help="relearning seeds: data order and noise (default 0,1,2)")
+    r.add_argument("--tau", type=float, default=0.8, help="resurgence at tau x the original's accuracy")
+    r.add_argument(
+        "--snr-gamma",
+        type=float,
+        default=None,
+        help="Min-SNR loss weighting (the toy world was trained with 5); default: the plain loss",
+    )
+    r.add_argument("--examples", type=int, default=16, help="examples drawn by the original model")
+    r.add_argument("--data", type=Path, help="a folder of images with captions instead of drawn examples")
+    r.add_argument("--others", help="concepts whose damage to track (default: the rest of the group)")
+    r.add_argument("--oracle", help="a model that never learned the concept: same attack, ratio reported")
+    r.add_argument("--concepts", default="toy", help="concept file: a name under prompts/ or a YAML path")
+    r.add_argument("--judge", default="toy")
+    r.add_argument(
+        "--eval-seeds", default="1000-1005", help="held-out seeds for the concept (default 1000-1005)"
+    )
+    r.add_argument("--other-seeds", default="1000-1001", help="held-out seeds for the other concepts")
+    r.add_argument("--eval-steps", type=int, default=10, help="sampling steps of evaluation images")
+    r.add_argument("--out", type=Path, help="output folder (default RUN/relearn)")
+    r.add_argument("--overwrite", action="store_true")
+
+    m = sub.add_parser("compare", help="steps to resurgence of several relearning runs side by side")
+    m.add_argument("runs", nargs="+", help="relearning folders (or erase runs holding relearn/)")
+    m.add_argument("--oracle", help="the relearning folder of an oracle (a model that never learned it)")
+    m.add_argument("--out", type=Path, help="also write compare.md and compare.json here")
+    m.add_argument("--overwrite", action="store_true")
 
     toy = sub.add_parser("toy", help="the bundled toy world: train or evaluate it")
     tsub = toy.add_subparsers(dest="toy_command", required=True, parser_class=_Parser)
@@ -178,6 +264,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--no-eval", action="store_true", help="skip the quality evaluation at the end")
     t.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+
+    o = tsub.add_parser(
+        "oracle", help="retrain the toy UNet without a concept or some samples: the ideal reference"
+    )
+    o.add_argument("--exclude", action="append", default=[], help="a concept to leave out, e.g. color=red")
+    o.add_argument("--exclude-ids", default="", help="sample ids to leave out: 1,2,3, 10-20, or @FILE")
+    o.add_argument("--forget", help="leave out a forget set given as for `erase data`: toy:color=red:n=32")
+    o.add_argument("--seed", type=int, default=0, help="the seed `erase data` drew the forget set with")
+    o.add_argument("--out", type=Path, help="folder to write (default: the oracle cache, by exclusion)")
+    o.add_argument("--unet-steps", type=int, help="override the UNet's step count (tests)")
+    o.add_argument("--threads", type=int, default=2)
+    o.add_argument("--rebuild", action="store_true", help="train even if a cached oracle exists")
 
     e = tsub.add_parser("eval", help="the toy model's colour and shape accuracy per prompt")
     _model_args(e)
@@ -420,6 +518,161 @@ def _summary(target, keep, before, after, outcome, out) -> str:
     return "\n".join(lines)
 
 
+def _forget_oracle(spec: str, ids: list[int]):
+    """The toy oracle matching a forget set: a whole concept's (unlearning) or the ids' (untraining)."""
+    from erase.toy.oracle import find_oracle, oracle_key
+
+    parts = [x for x in spec.split(":")[1:] if x]
+    concept_wide = all("=" in x and x.split("=")[0] in ("color", "shape", "style") for x in parts)
+    exclude, ex_ids = (parts, []) if concept_wide and len(parts) == 1 else ([], ids)
+    return find_oracle(exclude, ex_ids), oracle_key(exclude, ex_ids)
+
+
+def cmd_data(args) -> dict:
+    from erase.concepts import load_concepts
+    from erase.data import encode_set, resolve_sets, toy_ids, toy_set
+    from erase.delta import DELTA_NAME
+    from erase.io import atomic_dir, check_writable, write_json
+    from erase.methods import get_method
+    from erase.methods.base import EraseInputs
+    from erase.models import check_judge_spec, load_judge, load_pipeline
+    from erase.record import RunRecord
+    from erase.score import score_concepts
+    from erase.unlearn import run_method, write_delta
+    from erase.untrain import Probe, format_report, heldout_twins, measure, nearest_note
+
+    # 1. Check inputs before loading a model.
+    method = get_method(args.method)
+    if method.kind != "untraining":
+        raise EraseError(
+            f"{method.name} is a concept-level (unlearning) method; use `erase concept` for it, "
+            "or pick ga, graddiff, ft, rl, salun, ieu, hamu"
+        )
+    overrides = {"steps": args.steps, "lr": args.lr} | _parse_sets(args.set)
+    method.config(overrides)
+    toy_forget = args.forget.startswith("toy:")
+    retain_spec = args.retain if args.retain is not None else ("toy:rest:n=256" if toy_forget else None)
+    if retain_spec and retain_spec.strip().lower() == "none":
+        retain_spec = None
+    forget, retain = resolve_sets(args.forget, retain_spec, seed=args.seed)
+    f_ids = toy_ids(args.forget, seed=args.seed) if toy_forget else []
+    scored = []
+    if args.score:
+        check_judge_spec(args.judge)
+        book = load_concepts(args.concepts)
+        scored = [book.get(c) for c in args.score.split(",") if c.strip()]
+    seeds = parse_seeds(args.eval_seeds)
+    oracle_dir, oracle_key = None, None
+    if args.oracle == "auto" and toy_forget:
+        oracle_dir, oracle_key = _forget_oracle(args.forget, f_ids)
+        oracle_spec = f"toy+{oracle_dir}" if oracle_dir else None
+    elif args.oracle in ("auto", "none"):
+        oracle_spec = None
+    else:
+        oracle_spec = args.oracle
+    out = args.out or _default_out("data", method.name)
+    check_writable(out, args.overwrite)
+    rec = RunRecord(
+        "data",
+        {
+            "model": args.model,
+            "method": method.name,
+            "kind": method.kind,
+            "forget": args.forget,
+            "retain": retain_spec,
+            "overrides": overrides,
+            "oracle": oracle_spec,
+            "reconstructed": bool(getattr(method.module, "RECONSTRUCTED", False)),
+        },
+        [args.seed],
+    )
+    rec.prompts("forget", texts=forget.prompts)
+    if retain is not None:
+        rec.prompts("retain", texts=retain.prompts)
+
+    # 2. Load; fixed probes; the original's and the oracle's numbers.
+    pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
+    sched = pipe.scheduler
+    probes = {"forget": Probe.make(encode_set(pipe, forget, "forget example"), sched, seed=args.seed)}
+    if f_ids:
+        from erase.toy.world import World
+
+        twins = toy_set(heldout_twins(f_ids), World(size=2 * World().size))
+        probes["heldout"] = Probe.make(encode_set(pipe, twins, "held-out example"), sched, seed=args.seed + 1)
+    if retain is not None:
+        probes["retain"] = Probe.make(encode_set(pipe, retain, "retain example"), sched, seed=args.seed + 2)
+    judge = load_judge(args.judge, device=args.device) if scored else None
+
+    def score():
+        return score_concepts(pipe, judge, scored, seeds=seeds, steps=10, progress=False) if scored else None
+
+    rows, scores = {}, {}
+    oracle_preds = None
+    if oracle_spec:
+        opipe = load_pipeline(oracle_spec, device=args.device, dtype=args.dtype)
+        oracle_preds = probes["forget"].predictions(opipe.unet, sched)
+        rows["oracle"] = measure(opipe.unet, sched, probes, oracle_preds)
+        if scored:
+            scores["oracle"] = score_concepts(opipe, judge, scored, seeds=seeds, steps=10, progress=False)
+        del opipe
+    elif toy_forget and args.oracle == "auto":
+        print(
+            f"no oracle cached for this forget set ({oracle_key}); build it with `erase toy oracle "
+            f"--forget '{args.forget}' --seed {args.seed}` (about 10 minutes) to score against the ideal"
+        )
+    rows["original"] = measure(pipe.unet, sched, probes, oracle_preds)
+    scores["original"] = score()
+
+    # 3. Untrain.
+    inputs = EraseInputs(forget=forget, retain=retain)
+    outcome = run_method(pipe, method.name, inputs, overrides=overrides, seed=args.seed)
+    rows["edited"] = measure(pipe.unet, sched, probes, oracle_preds)
+    scores["edited"] = score()
+    table = format_report(
+        {k: rows[k] for k in ("original", "edited", "oracle") if k in rows}, method.kind, oracle_spec
+    )
+
+    # 4. Delta and record together.
+    log = {k: v for k, v in outcome.log.items() if k != "params"}
+    results = {
+        "metrics": rows,
+        "scores": scores if scored else None,
+        "note": nearest_note(rows),
+        "method_log": log,
+        "forget_ids": f_ids,
+        "config": outcome.config.__dict__,
+        "table": table,
+    }
+    with atomic_dir(out) as tmp:
+        write_delta(
+            tmp / DELTA_NAME,
+            pipe,
+            outcome,
+            base_spec=args.model,
+            seed=args.seed,
+            concepts={"forget": args.forget, "retain": retain_spec, "forget_ids": f_ids},
+        )
+        write_json(
+            tmp / "record.json",
+            rec.finish(results, trainable=outcome.log.get("trainable_parameters"), device=str(pipe.device)),
+        )
+    print(
+        f"{method.name} ({method.kind}) on {len(forget.images)} forget samples in {outcome.seconds:.1f} s, "
+        f"peak memory {outcome.peak_memory}, {outcome.log.get('trainable_parameters')} parameters trained"
+    )
+    print(table)
+    if results["note"]:
+        print(results["note"])
+    if "verdict" in log:
+        print(f"hardness: {log['verdict']}")
+    if scored:
+        for c in scored:
+            line = ", ".join(f"{k} {v['concepts'][c.name]['accuracy']:.2f}" for k, v in scores.items())
+            print(f"{c.name} accuracy (held-out prompts): {line}")
+    print(f"delta and record: {out}")
+    return results
+
+
 def cmd_apply(args) -> None:
     from erase.delta import delta_path, read_meta
     from erase.io import atomic_dir, check_writable
@@ -435,6 +688,248 @@ def cmd_apply(args) -> None:
     print(
         f"wrote {base} with {meta['method']} ({', '.join(map(str, meta['concepts'].values()))}) to {args.out}"
     )
+
+
+def _parse_lrs(items: list[str], optimizers: list[str]) -> dict[str, tuple[float, ...]]:
+    """``["1e-4,3e-4", "adam=1e-3"]`` -> learning rates per optimizer (defaults for the rest)."""
+    grid = {o: DEFAULT_LRS[o] for o in optimizers if o in DEFAULT_LRS}
+    for item in items:
+        name, sep, values = item.rpartition("=")
+        try:
+            lrs = tuple(float(v) for v in values.split(",") if v.strip())
+        except ValueError:
+            raise EraseError(f"--lrs {item!r} must be numbers like 1e-4,3e-4 or adam=1e-4") from None
+        if not lrs:
+            raise EraseError(f"--lrs {item!r} names no learning rate")
+        for opt in [name.strip()] if sep else optimizers:
+            if opt not in optimizers:
+                raise EraseError(f"--lrs names optimizer {opt!r}, which is not in --optimizers")
+            grid[opt] = lrs
+    return grid
+
+
+def _relearn_folder(spec: str) -> Path:
+    p = Path(spec)
+    for cand in (p, p / "relearn"):
+        if (cand / "relearn.json").is_file():
+            return cand
+    raise EraseError(f"{spec} holds no relearn.json; run `erase relearn RUN` first")
+
+
+def cmd_relearn(args) -> dict:
+    from erase.concepts import load_concepts
+    from erase.delta import apply_delta, delta_path, delta_tensor_names, model_fingerprint, read_meta
+    from erase.io import atomic_dir, check_writable, write_json
+    from erase.models import check_judge_spec, load_judge, load_pipeline
+    from erase.record import RunRecord
+    from erase.relearn import (
+        OPTIMIZERS,
+        Evaluator,
+        RelearnConfig,
+        attack,
+        encode_examples,
+        format_summary,
+        generated_examples,
+        load_image_folder,
+        summarize,
+    )
+    from erase.report import plot_relearning
+
+    # 1. Check inputs before loading anything.
+    path = delta_path(args.run)
+    meta = read_meta(path)
+    base = args.model or meta["base_model"]
+    check_judge_spec(args.judge)
+    book = load_concepts(args.concepts)
+    name = args.concept or meta.get("concepts", {}).get("erase")
+    if not name:
+        raise EraseError(
+            f"{path} names no erased concept (a data-level run?); pass --concept NAME to relearn"
+        )
+    target = book.get(name)
+    if args.others is None:
+        others = [book.get(label) for label in target.group.labels if label != target.label]
+    else:
+        others = [book.get(c) for c in args.others.split(",") if c.strip()]
+    optimizers = [o.strip() for o in args.optimizers.split(",") if o.strip()]
+    for o in optimizers:
+        if o not in OPTIMIZERS:
+            raise EraseError(f"unknown optimizer {o!r}; choose from {', '.join(OPTIMIZERS)}")
+    if not optimizers:
+        raise EraseError("--optimizers names none; pass e.g. --optimizers sgd,adam")
+    grid = _parse_lrs(args.lrs, optimizers)
+    _positive("--steps", args.steps)
+    eval_every = args.eval_every or max(1, args.steps // 10)
+    configs = [
+        RelearnConfig(
+            optimizer=o,
+            lr=lr,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            eval_every=eval_every,
+            params=args.params,
+            seed=seed,
+            tau=args.tau,
+            snr_gamma=args.snr_gamma,
+        )
+        for o in optimizers
+        for lr in grid[o]
+        for seed in parse_seeds(args.seeds)
+    ]
+    examples = load_image_folder(args.data) if args.data else None
+    if examples is None:
+        _positive("--examples", args.examples)
+    eval_seeds, other_seeds = parse_seeds(args.eval_seeds), parse_seeds(args.other_seeds)
+    _positive("--eval-steps", args.eval_steps)
+    default_out = (Path(args.run) / "relearn") if Path(args.run).is_dir() else None
+    out = args.out or default_out or _default_out("relearn", target.name)
+    check_writable(out, args.overwrite)
+    rec = RunRecord(
+        "relearn",
+        {
+            "run": str(args.run),
+            "delta": str(path),
+            "method": meta["method"],
+            "kind": meta.get("kind"),
+            "base_model": base,
+            "concept": target.name,
+            "others": [c.name for c in others],
+            "configs": [c.__dict__ for c in configs],
+            "examples": "folder " + str(args.data) if args.data else f"{args.examples} drawn by the base",
+            "judge": args.judge,
+            "eval_steps": args.eval_steps,
+            "oracle": args.oracle,
+        },
+        eval_seeds,
+    )
+    rec.prompts("concepts", file=book.path)
+    rec.prompts(target.name, texts=target.heldout)
+
+    # 2. The original model: its accuracy is the bar, and it draws the relearning examples.
+    pipe = load_pipeline(base, device=args.device, dtype=args.dtype)
+    judge = load_judge(args.judge, device=args.device)
+    evaluate = Evaluator(
+        pipe, judge, target, others, seeds=eval_seeds, other_seeds=other_seeds, steps=args.eval_steps
+    )
+    original = evaluate()
+    if examples is None:
+        examples = generated_examples(pipe, target.prompts, args.examples)
+    rec.prompts("relearning examples", texts=examples.prompts)
+    data = encode_examples(pipe, examples)
+
+    # 3. Apply the erasure and attack it; then the oracle, if any, with the same data and runs.
+    apply_delta(pipe.unet, path, model_fingerprint(base))
+    runs = attack(pipe, data, configs, evaluate, changed=delta_tensor_names(path))
+    acc0 = original["accuracy"][target.name]
+    rows = summarize(runs, target.name, acc0)
+    oracle_runs, oracle_rows = [], None
+    if args.oracle:
+        del pipe
+        opipe = load_pipeline(args.oracle, device=args.device, dtype=args.dtype)
+        oracle_runs = attack(
+            opipe,
+            data,
+            configs,
+            Evaluator(
+                opipe, judge, target, others, seeds=eval_seeds, other_seeds=other_seeds, steps=args.eval_steps
+            ),
+        )
+        oracle_rows = summarize(oracle_runs, target.name, acc0)
+    erased = runs[0]["curve"][0]["accuracy"][target.name]
+    table = format_summary(
+        rows,
+        target.name,
+        acc0,
+        erased,
+        oracle={(r["optimizer"], r["lr"]): r for r in oracle_rows} if oracle_rows else None,
+    )
+    print(table)
+
+    # 4. Record, plot.
+    results = {
+        "concept": target.name,
+        "method": meta["method"],
+        "original": original,
+        "summary": rows,
+        "runs": runs,
+        "oracle": {"model": args.oracle, "summary": oracle_rows, "runs": oracle_runs}
+        if args.oracle
+        else None,
+        "images_per_point": evaluate.images_per_point,
+        "table": table,
+    }
+    with atomic_dir(out) as tmp:
+        plot_relearning(
+            runs,
+            target.name,
+            original=acc0,
+            erased=erased,
+            tau=args.tau,
+            path=tmp / "relearn.png",
+            title=f"{meta['method']} on {target.name!r}: relearning on {len(examples.images)} examples",
+            oracle_runs=oracle_runs,
+        )
+        trainable = runs[0]["trainable_parameters"]
+        write_json(tmp / "relearn.json", rec.finish(results, trainable=trainable, device=str(judge.device)))
+    print(f"curves, table and plot: {out}")
+    return results
+
+
+def cmd_compare(args) -> dict:
+    import json
+
+    from erase.io import atomic_dir, check_writable, write_json
+    from erase.relearn import format_range, format_resurgence, resurgence_ratio
+
+    folders = [_relearn_folder(r) for r in args.runs]
+    oracle = None
+    if args.oracle:
+        oracle = json.loads((_relearn_folder(args.oracle) / "relearn.json").read_text())["results"]
+    if args.out:
+        check_writable(args.out, args.overwrite)
+    records = [json.loads((f / "relearn.json").read_text()) for f in folders]
+    optimizers = list(dict.fromkeys(row["optimizer"] for r in records for row in r["results"]["summary"]))
+    header = ["method", "concept", "original", "erased", *optimizers]
+    if oracle:
+        header += [f"{o} / oracle" for o in optimizers]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    table = []
+    rows_out = [("oracle (" + oracle["method"] + ")", oracle)] if oracle else []
+    for label, res in [(r["results"]["method"], r["results"]) for r in records] + rows_out:
+        c = res["concept"]
+        cells = {"method": label, "concept": c}
+        cells["original"] = f"{res['original']['accuracy'][c]:.2f}"
+        cells["erased"] = f"{res['runs'][0]['curve'][0]['accuracy'][c]:.2f}"
+        for opt in optimizers:
+            rows = [row for row in res["summary"] if row["optimizer"] == opt]
+            if not rows:
+                cells[opt] = cells[f"{opt} / oracle"] = "not run"
+                continue
+            # The attacker's best learning rate: the fewest steps (censored runs rank last).
+            best = min(rows, key=lambda row: (row["median"] is None, row["median"] or 0))
+            cells[opt] = (
+                f"{format_resurgence(best['median'], best['budget'])} ({format_range(best)}) @ lr {best['lr']:g}"
+            )
+            if oracle:
+                match = [o for o in oracle["summary"] if o["optimizer"] == opt and o["lr"] == best["lr"]]
+                cells[f"{opt} / oracle"] = resurgence_ratio(best, match[0] if match else None)
+        table.append(cells)
+        lines.append("| " + " | ".join(cells.get(h, "") for h in header) + " |")
+    text = "\n".join(lines)
+    print("steps to resurgence: median over relearning seeds (range over seeds), at each optimizer's best lr")
+    if oracle:
+        print(
+            "x / oracle: the same attack's steps on a model that never learned the concept; ~1 deep, << 1 hidden"
+        )
+    print(text)
+    if args.out:
+        with atomic_dir(args.out) as tmp:
+            (tmp / "compare.md").write_text(text + "\n")
+            write_json(
+                tmp / "compare.json",
+                {"runs": [str(f) for f in folders], "oracle": args.oracle, "table": table},
+            )
+    return {"table": table}
 
 
 def _parse_ids(text: str) -> list[int]:
@@ -488,6 +983,34 @@ def cmd_toy_train(args) -> dict:
     return manifest
 
 
+def cmd_toy_oracle(args) -> Path:
+    from erase.toy.oracle import build_oracle, find_oracle, oracle_key
+
+    ids = _parse_ids(args.exclude_ids)
+    exclude = list(args.exclude)
+    if args.forget:
+        from erase.data import toy_ids
+
+        if not args.forget.startswith("toy:"):
+            raise EraseError("--forget for an oracle must be a toy spec such as toy:color=red:n=32")
+        _, key = _forget_oracle(args.forget, toy_ids(args.forget, seed=args.seed))
+        if key.startswith("ids"):
+            ids += toy_ids(args.forget, seed=args.seed)
+        else:
+            exclude.append(key)
+    args.exclude = exclude
+    key = oracle_key(args.exclude, ids)
+    found = None if args.rebuild or args.out else find_oracle(args.exclude, ids)
+    if found:
+        print(f"oracle {key} is already built: {found} (pass --rebuild to train it again)")
+        return found
+    if args.unet_steps is not None:
+        _positive("--unet-steps", args.unet_steps)
+    out = build_oracle(args.exclude, ids, out=args.out, unet_steps=args.unet_steps, threads=args.threads)
+    print(f"oracle {key} written to {out}; use it as the model toy+{out}")
+    return out
+
+
 def cmd_toy_eval(args) -> dict:
     from erase.generate import grid
     from erase.io import atomic_dir, check_writable, write_json
@@ -517,8 +1040,16 @@ def cmd_toy_eval(args) -> dict:
     return q
 
 
-COMMANDS = {"generate": cmd_generate, "score": cmd_score, "concept": cmd_concept, "apply": cmd_apply}
-TOY_COMMANDS = {"train": cmd_toy_train, "eval": cmd_toy_eval}
+COMMANDS = {
+    "generate": cmd_generate,
+    "score": cmd_score,
+    "concept": cmd_concept,
+    "apply": cmd_apply,
+    "relearn": cmd_relearn,
+    "data": cmd_data,
+    "compare": cmd_compare,
+}
+TOY_COMMANDS = {"train": cmd_toy_train, "eval": cmd_toy_eval, "oracle": cmd_toy_oracle}
 
 
 def _quiet_libraries() -> None:

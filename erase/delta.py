@@ -117,6 +117,13 @@ def read_meta(path: Path) -> dict:
     return meta
 
 
+def delta_tensor_names(path: Path) -> list[str]:
+    """The UNet parameters a delta changes (what ``--params changed`` relearns)."""
+    read_meta(path)  # a readable erase delta, or one line saying what it is instead
+    with safe_open(str(path), framework="pt") as f:
+        return list(f.keys())
+
+
 @torch.no_grad()
 def apply_delta(unet: torch.nn.Module, path: Path, base_fingerprint: str) -> dict:
     """Write the delta's tensors into ``unet`` after checking it was made from this base."""

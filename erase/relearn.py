@@ -14,18 +14,19 @@ is censored and reported as "> budget", never as a number.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
-from PIL import Image
 
-from erase.diffusion import Conditioning, diffusion_loss, encode_prompts
+from erase.data import EncodedSet, ImageSet, encode_set
+from erase.data import load_image_folder as _load_folder
+from erase.diffusion import diffusion_loss
 from erase.errors import EraseError
 from erase.layers import select_parameters
-from erase.methods.base import ImageSet, fit, make_optimizer
+from erase.methods.base import NonFiniteLoss, fit, make_optimizer
 
 OPTIMIZERS = ("sgd", "sgdm", "adam", "adamw")
 RELEARN_PARAMS = ("all", "xattn", "xattn-kv", "non-xattn", "changed")
@@ -43,6 +44,7 @@ class RelearnConfig:
     params: str = "all"  # all, xattn, xattn-kv, non-xattn, or "changed" (the tensors the edit changed)
     seed: int = 0  # data order and diffusion noise
     tau: float = 0.8  # resurgence threshold, as a share of the original model's accuracy
+    snr_gamma: float | None = None  # Min-SNR loss weighting; None = the plain loss
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -54,34 +56,19 @@ class RelearnConfig:
                 raise EraseError(f"relearning {name} must be positive, got {getattr(self, name)}")
         if self.params not in RELEARN_PARAMS:
             raise EraseError(f"relearning params must be one of {', '.join(RELEARN_PARAMS)}")
+        if self.snr_gamma is not None and not self.snr_gamma > 0:
+            raise EraseError(f"snr_gamma must be positive, got {self.snr_gamma}")
         if not 0 < self.tau <= 1:
             raise EraseError(f"tau must be in (0, 1], got {self.tau}")
         make_optimizer([torch.nn.Parameter(torch.zeros(1))], self.optimizer, self.lr)  # validates
 
 
-@dataclass
-class RelearnData:
-    """Clean latents and text conditioning of the relearning examples, encoded once."""
-
-    latents: torch.Tensor
-    cond: Conditioning
-    prompts: tuple[str, ...]
-
-    def __len__(self) -> int:
-        return len(self.prompts)
+RelearnData = EncodedSet  # the relearning examples, encoded once
 
 
-@torch.no_grad()
-def encode_examples(pipe, examples: ImageSet) -> RelearnData:
-    """VAE latents (scaled as the UNet sees them) and text conditioning for (image, prompt) pairs."""
-    if len(examples.images) == 0:
-        raise EraseError("no relearning examples; give at least one (image, caption) pair")
-    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    proc = pipe.image_processor
-    x = torch.cat([proc.preprocess(im.convert("RGB").resize((size, size))) for im in examples.images])
-    x = x.to(pipe.device, pipe.vae.dtype)
-    latents = pipe.vae.encode(x).latent_dist.mean * pipe.vae.config.scaling_factor
-    return RelearnData(latents, encode_prompts(pipe, list(examples.prompts)), tuple(examples.prompts))
+def encode_examples(pipe, examples: ImageSet) -> EncodedSet:
+    """VAE latents and text conditioning of the relearning examples."""
+    return encode_set(pipe, examples, "relearning example")
 
 
 def generated_examples(
@@ -102,39 +89,18 @@ def generated_examples(
 
 
 def load_image_folder(folder: str | Path) -> ImageSet:
-    """A folder of images with ``captions.txt`` (``FILENAME<TAB>CAPTION`` per line) or
-    ``metadata.jsonl`` (``{"file_name": ..., "text": ...}`` per line, the diffusers convention)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise EraseError(f"relearning folder {folder} does not exist; pass a folder of images with captions")
-    pairs = []
-    if (folder / "metadata.jsonl").is_file():
-        for ln in (folder / "metadata.jsonl").read_text().splitlines():
-            if ln.strip():
-                rec = json.loads(ln)
-                pairs.append((rec.get("file_name"), rec.get("text")))
-    elif (folder / "captions.txt").is_file():
-        for ln in (folder / "captions.txt").read_text().splitlines():
-            if ln.strip():
-                name, _, text = ln.partition("\t")
-                pairs.append((name.strip(), text.strip()))
-    else:
-        raise EraseError(
-            f"relearning folder {folder} has no captions.txt or metadata.jsonl; write one caption per image"
-        )
-    if not pairs:
-        raise EraseError(f"relearning folder {folder} lists no images; add (image, caption) lines")
-    images, prompts = [], []
-    for name, text in pairs:
-        if not name or not text:
-            raise EraseError(f"relearning folder {folder}: every line needs a file name and a caption")
-        path = folder / name
-        try:
-            images.append(Image.open(path).convert("RGB"))
-        except OSError:
-            raise EraseError(f"relearning image {path} is missing or not an image") from None
-        prompts.append(text)
-    return ImageSet(tuple(images), tuple(prompts))
+    """Relearning examples from a folder of images with captions (see ``erase.data``)."""
+    return _load_folder(folder, "relearning")
+
+
+def relearn_parameters(unet: torch.nn.Module, which: str, changed: Sequence[str] = ()) -> dict:
+    """The parameters a relearning run trains: a named set, or the tensors the edit changed."""
+    if which != "changed":
+        return select_parameters(unet, which)
+    if not changed:
+        raise EraseError("relearning params 'changed' needs the edit's tensor names (a delta)")
+    named = dict(unet.named_parameters())
+    return {k: named[k] for k in changed}
 
 
 def relearn(
@@ -145,17 +111,14 @@ def relearn(
     *,
     changed: Sequence[str] = (),
     progress: bool = True,
+    start: dict | None = None,
 ) -> dict:
-    """Fine-tune ``pipe.unet`` in place on ``data``; ``evaluate()`` (accuracy per concept) runs at
-    step 0 and every ``cfg.eval_every`` steps. Returns the curve and the losses."""
+    """Fine-tune ``pipe.unet`` in place on ``data``; ``evaluate()`` (a point: accuracy per concept)
+    runs at step 0 and every ``cfg.eval_every`` steps. ``start`` is the step-0 point when the caller
+    already has it (every run of a comparison starts from the same weights). Returns the curve and
+    the losses."""
     unet, sched = pipe.unet, pipe.scheduler
-    if cfg.params == "changed":
-        if not changed:
-            raise EraseError("relearning params 'changed' needs the edit's tensor names (a delta)")
-        named = dict(unet.named_parameters())
-        params = {k: named[k] for k in changed}
-    else:
-        params = select_parameters(unet, cfg.params)
+    params = relearn_parameters(unet, cfg.params, changed)
     trainable = sum(p.numel() for p in params.values())
     gen = torch.Generator().manual_seed(cfg.seed)
     # A fixed data order: one permutation per pass through the examples, from the seed.
@@ -163,14 +126,20 @@ def relearn(
     while len(order) < cfg.steps * cfg.batch_size:
         order += torch.randperm(len(data), generator=gen).tolist()
 
-    curve = [{"step": 0, **evaluate()}]
+    curve = [{"step": 0, **(start if start is not None else evaluate())}]
 
     def loss_fn(step: int) -> torch.Tensor:
         unet.train()
         idx = torch.tensor(order[step * cfg.batch_size : (step + 1) * cfg.batch_size])
         cond = data.cond[idx]
         return diffusion_loss(
-            unet, sched, data.latents[idx], cond.embeds, generator=gen, added_cond_kwargs=cond.added
+            unet,
+            sched,
+            data.latents[idx],
+            cond.embeds,
+            generator=gen,
+            added_cond_kwargs=cond.added,
+            snr_gamma=cfg.snr_gamma,
         )
 
     def after_step(step: int) -> None:
@@ -179,28 +148,210 @@ def relearn(
             with torch.no_grad():
                 curve.append({"step": step + 1, **evaluate()})
 
-    losses = fit(
-        unet,
-        params,
-        loss_fn,
-        steps=cfg.steps,
-        lr=cfg.lr,
-        optimizer=cfg.optimizer,
-        desc=f"relearn {cfg.optimizer} lr={cfg.lr:g}",
-        progress=progress,
-        after_step=after_step,
-    )
-    return {"curve": curve, "losses": losses, "trainable_parameters": trainable}
+    try:
+        losses = fit(
+            unet,
+            params,
+            loss_fn,
+            steps=cfg.steps,
+            lr=cfg.lr,
+            optimizer=cfg.optimizer,
+            desc=f"relearn {cfg.optimizer} lr={cfg.lr:g}",
+            progress=progress,
+            after_step=after_step,
+        )
+    except NonFiniteLoss as e:
+        # A learning rate that blows up is a result of the sweep, not a crash: the run is
+        # censored from there on and the table says it diverged.
+        return {"curve": curve, "losses": None, "diverged": str(e), "trainable_parameters": trainable}
+    return {"curve": curve, "losses": losses, "diverged": None, "trainable_parameters": trainable}
+
+
+class Evaluator:
+    """Accuracy of the erased concept and its neighbours, on held-out prompts and seeds.
+
+    The erased concept gets many images per point (``seeds`` x its held-out prompts; 24 were too
+    noisy to read a curve from, so aim for 64 or more); the others, whose damage is a side result,
+    get ``other_seeds``. Each call returns one curve point: accuracy, its 95% bootstrap interval and
+    the image count, per concept.
+    """
+
+    def __init__(self, pipe, judge, target, others=(), *, seeds, other_seeds=None, steps=10, guidance=7.5):
+        self.pipe, self.judge, self.steps, self.guidance = pipe, judge, steps, guidance
+        self.plan = [(target, list(seeds))] + [(c, list(other_seeds or seeds)) for c in others]
+        self.classifiers: dict = {}
+
+    @property
+    def images_per_point(self) -> dict[str, int]:
+        return {c.name: len(c.heldout) * len(s) for c, s in self.plan}
+
+    @torch.no_grad()
+    def __call__(self) -> dict:
+        from erase.generate import generate
+        from erase.score import classify_concept
+
+        point: dict = {"accuracy": {}, "ci95": {}, "n": {}}
+        for concept, seeds in self.plan:
+            prompts = list(concept.heldout)
+            images = generate(
+                self.pipe, prompts, seeds, steps=self.steps, guidance=self.guidance, progress=False
+            )
+            res = classify_concept(
+                self.judge, concept, images, [p for p in prompts for _ in seeds], self.classifiers
+            )
+            point["accuracy"][concept.name] = res["accuracy"]
+            point["ci95"][concept.name] = res["ci95"]
+            point["n"][concept.name] = res["n"]
+        return point
+
+
+def attack(
+    pipe,
+    data: RelearnData,
+    configs: Sequence[RelearnConfig],
+    evaluate: Callable[[], dict],
+    *,
+    changed: Sequence[str] = (),
+    progress: bool = True,
+) -> list[dict]:
+    """Run every config from the UNet's current weights, restoring them between runs.
+
+    Only the trained tensors are copied (every config of one comparison trains the same set), so an
+    attack on Stable Diffusion's cross-attention does not hold a second UNet. The starting point is
+    evaluated once and shared by every run.
+    """
+    sets = {c.params for c in configs}
+    if len(sets) != 1:
+        raise EraseError("every run of one comparison must train the same parameters; got " + ", ".join(sets))
+    params = relearn_parameters(pipe.unet, sets.pop(), changed)
+    saved = {k: p.detach().clone() for k, p in params.items()}
+    pipe.unet.eval()
+    start = evaluate()
+    runs = []
+    try:
+        for cfg in configs:
+            out = relearn(pipe, data, cfg, evaluate, changed=changed, progress=progress, start=start)
+            runs.append({"config": asdict(cfg), **out})
+            with torch.no_grad():
+                for k, p in params.items():
+                    p.copy_(saved[k])
+    finally:
+        with torch.no_grad():  # leave the caller's model as it was, even after an error
+            for k, p in params.items():
+                p.copy_(saved[k])
+    return runs
 
 
 def steps_to_resurgence(curve: Sequence[dict], concept: str, original: float, tau: float) -> int | None:
     """First evaluated step with accuracy >= tau * original; None when censored (never reached)."""
     bar = tau * original
     for point in curve:
-        if point[concept] >= bar:
+        if _accuracy(point, concept) >= bar:
             return int(point["step"])
     return None
 
 
-def format_resurgence(steps: int | None, budget: int) -> str:
-    return f"> {budget}" if steps is None else str(steps)
+def _accuracy(point: dict, concept: str) -> float:
+    return point["accuracy"][concept] if "accuracy" in point else point[concept]
+
+
+def censored_median(values: Sequence[int | None]) -> float | None:
+    """Median where None means "more than the budget" (larger than any number): None when at
+    least half of the runs are censored, since the median itself is then unknown."""
+    ranked = sorted(values, key=lambda v: (v is None, v or 0))
+    n = len(ranked)
+    lo, hi = ranked[(n - 1) // 2], ranked[n // 2]
+    if lo is None or hi is None:
+        return None
+    return (lo + hi) / 2
+
+
+def format_resurgence(steps: float | None, budget: int) -> str:
+    if steps is None:
+        return f"> {budget}"
+    return f"{steps:g}"
+
+
+def summarize(runs: Sequence[dict], concept: str, original: float) -> list[dict]:
+    """One row per (optimizer, learning rate): steps to resurgence per seed, their censored median
+    and range over seeds, and what the other concepts looked like at the end."""
+    groups: dict[tuple[str, float], list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["config"]["optimizer"], r["config"]["lr"]), []).append(r)
+    rows = []
+    for (opt, lr), rs in groups.items():
+        tau, budget = rs[0]["config"]["tau"], rs[0]["config"]["steps"]
+        per_seed = [steps_to_resurgence(r["curve"], concept, original, tau) for r in rs]
+        finite = [s for s in per_seed if s is not None]
+        others = [k for k in rs[0]["curve"][-1]["accuracy"] if k != concept]
+        rows.append(
+            {
+                "optimizer": opt,
+                "lr": lr,
+                "seeds": [r["config"]["seed"] for r in rs],
+                "budget": budget,
+                "tau": tau,
+                "threshold": tau * original,
+                "steps_per_seed": per_seed,
+                "median": censored_median(per_seed),
+                "range": [min(finite), max(finite) if len(finite) == len(per_seed) else None]
+                if finite
+                else None,
+                "censored": sum(s is None for s in per_seed),
+                "diverged": sum(bool(r.get("diverged")) for r in rs),
+                "peak": float(np.mean([max(p["accuracy"][concept] for p in r["curve"]) for r in rs])),
+                "final": float(np.mean([r["curve"][-1]["accuracy"][concept] for r in rs])),
+                "others_final": {
+                    k: float(np.mean([r["curve"][-1]["accuracy"][k] for r in rs])) for k in others
+                },
+            }
+        )
+    return rows
+
+
+def format_range(row: dict) -> str:
+    if row.get("diverged"):
+        return f"{row['diverged']}/{len(row['seeds'])} diverged"
+    if row["range"] is None:
+        return "none came back"
+    lo, hi = row["range"]
+    return f"{lo}-{hi if hi is not None else '>' + str(row['budget'])}"
+
+
+def format_summary(rows: Sequence[dict], concept: str, original: float, erased: float, oracle=None) -> str:
+    """The terminal table of one relearning comparison."""
+    head = (
+        f"relearning {concept!r}: original {original:.2f}, erased {erased:.2f}, "
+        f"resurgence at >= {rows[0]['threshold']:.2f} (tau {rows[0]['tau']:g})"
+    )
+    cols = f"{'optimizer':<9} {'lr':>8} {'steps to resurgence':>20} {'range over seeds':>17} {'peak':>5} {'final':>5}  others at end"
+    if oracle:
+        cols += "  oracle steps  ratio"
+    lines = [head, cols]
+    for row in rows:
+        others = ", ".join(f"{k} {v:.2f}" for k, v in row["others_final"].items())
+        line = (
+            f"{row['optimizer']:<9} {row['lr']:>8.2g} {format_resurgence(row['median'], row['budget']):>20} "
+            f"{format_range(row):>17} {row['peak']:>5.2f} {row['final']:>5.2f}  {others}"
+        )
+        if oracle:
+            o = oracle.get((row["optimizer"], row["lr"]))
+            line += f"  {format_resurgence(o['median'] if o else None, row['budget']):>12}  {resurgence_ratio(row, o)}"
+        lines.append(line)
+    lines.append(f"median over {len(rows[0]['seeds'])} relearning seeds; '> N': not back within the budget")
+    return "\n".join(lines)
+
+
+def resurgence_ratio(row: dict, oracle_row: dict | None) -> str:
+    """Steps to resurgence of the erased model over those of a model that never learned the
+    concept (the unlearning oracle). Near 1: as deep as never having learned; far below: hidden."""
+    if oracle_row is None:
+        return "n/a"
+    a, b = row["median"], oracle_row["median"]
+    if a is None and b is None:
+        return "both > budget"
+    if b is None:
+        return f"< {a / row['budget']:.2f}"
+    if a is None:
+        return f"> {row['budget'] / b:.2f}"
+    return f"{a / b:.2f}"

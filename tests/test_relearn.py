@@ -1,5 +1,7 @@
 """Mechanics of the one relearning loop (tiny pipelines); efficacy on the toy world is issue 4's."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -10,11 +12,15 @@ from erase.layers import select_parameters
 from erase.methods.base import ImageSet
 from erase.relearn import (
     RelearnConfig,
+    attack,
+    censored_median,
     encode_examples,
     format_resurgence,
     load_image_folder,
     relearn,
+    resurgence_ratio,
     steps_to_resurgence,
+    summarize,
 )
 from tests import tiny
 
@@ -61,11 +67,97 @@ def test_fixed_seed_fixed_result():
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def point(step, **acc):
+    return {"step": step, "accuracy": acc}
+
+
 def test_censoring_rule():
-    curve = [{"step": 0, "red": 0.05}, {"step": 10, "red": 0.5}, {"step": 20, "red": 0.85}]
+    curve = [point(0, red=0.05), point(10, red=0.5), point(20, red=0.85)]
     assert steps_to_resurgence(curve, "red", original=1.0, tau=0.8) == 20
     assert steps_to_resurgence(curve, "red", original=1.0, tau=0.9) is None
+    assert steps_to_resurgence(curve, "red", original=0.5, tau=0.8) == 10  # relative to the original
     assert format_resurgence(None, 200) == "> 200" and format_resurgence(20, 200) == "20"
+
+
+def test_censored_median_never_invents_a_number():
+    assert censored_median([10, 30, 20]) == 20
+    assert censored_median([10, None, 20]) == 20  # one censored run of three: still known
+    assert censored_median([10, None, None]) is None  # the middle run never came back
+    assert censored_median([10, 20, None, None]) is None
+    assert censored_median([10, 20, 30, None]) == 25
+
+
+def test_resurgence_ratio_against_the_oracle():
+    def row(m):
+        return {"median": m, "budget": 100}
+
+    assert resurgence_ratio(row(20), row(40)) == "0.50"
+    assert resurgence_ratio(row(20), row(None)) == "< 0.20"  # the oracle took more than 100
+    assert resurgence_ratio(row(None), row(50)) == "> 2.00"
+    assert resurgence_ratio(row(None), row(None)) == "both > budget"
+    assert resurgence_ratio(row(20), None) == "n/a"
+
+
+def test_summary_rows_per_optimizer_and_lr():
+    def run_(opt, seed, curve):
+        cfg = {"optimizer": opt, "lr": 0.1, "seed": seed, "tau": 0.8, "steps": 20}
+        return {"config": cfg, "curve": curve}
+
+    runs = [
+        run_(
+            "adam",
+            0,
+            [point(0, red=0.0, blue=1.0), point(10, red=0.9, blue=0.5), point(20, red=1.0, blue=0.4)],
+        ),
+        run_(
+            "adam",
+            1,
+            [point(0, red=0.0, blue=1.0), point(10, red=0.2, blue=0.9), point(20, red=0.9, blue=0.6)],
+        ),
+        run_(
+            "sgd",
+            0,
+            [point(0, red=0.0, blue=1.0), point(10, red=0.1, blue=1.0), point(20, red=0.3, blue=1.0)],
+        ),
+    ]
+    adam, sgd = summarize(runs, "red", original=1.0)
+    assert adam["steps_per_seed"] == [10, 20] and adam["median"] == 15 and adam["range"] == [10, 20]
+    assert adam["others_final"] == {"blue": 0.5} and adam["peak"] == 0.95
+    assert sgd["median"] is None and sgd["censored"] == 1 and sgd["range"] is None
+
+
+def test_attack_starts_every_run_from_the_same_weights_and_restores_them():
+    pipe = tiny.sd1()
+    before = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
+    data = encode_examples(pipe, examples())
+    calls = []
+
+    def evaluate():
+        calls.append(1)
+        return {"accuracy": {"red": float(len(calls))}}
+
+    cfgs = [
+        RelearnConfig(optimizer=o, lr=1e-2, steps=3, eval_every=3, seed=s)
+        for o in ("sgd", "adam")
+        for s in (0, 1)
+    ]
+    runs = attack(pipe, data, cfgs, evaluate, progress=False)
+    assert len(runs) == 4 and len(calls) == 1 + 4  # one shared start, one end point per run
+    assert all(r["curve"][0]["accuracy"]["red"] == 1.0 for r in runs)
+    assert all(torch.equal(v, before[k]) for k, v in pipe.unet.state_dict().items())
+    # Same seed, same optimizer, from the same start: the same run.
+    again = attack(pipe, data, cfgs[:1], evaluate, progress=False)
+    assert again[0]["losses"] == runs[0]["losses"]
+    # A learning rate that blows up is recorded as diverged; the sweep goes on.
+    wild = attack(
+        pipe, data, [RelearnConfig(optimizer="sgd", lr=1e12, steps=5, eval_every=1), cfgs[0]], evaluate
+    )
+    assert wild[0]["diverged"] and "lower the learning rate" in wild[0]["diverged"]
+    assert wild[1]["losses"] == runs[0]["losses"]
+    row = summarize(wild[:1], "red", original=1e6)[0]  # never reached: censored
+    assert row["diverged"] == 1 and row["median"] is None
+    with pytest.raises(EraseError, match="same parameters"):
+        attack(pipe, data, [RelearnConfig(params="all"), RelearnConfig(params="xattn")], evaluate)
 
 
 @pytest.mark.parametrize(
@@ -97,3 +189,75 @@ def test_relearning_folders_need_images_and_captions(tmp_path):
     (tmp_path / "d" / "captions.txt").write_text("\n")
     with pytest.raises(EraseError, match="lists no images"):
         load_image_folder(tmp_path / "d")
+
+
+# The commands ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def uce_run(tmp_path_factory):
+    from erase.cli import main
+
+    run_dir = tmp_path_factory.mktemp("runs") / "red-uce"
+    assert main(["concept", "red", "--method", "uce", "--no-score", "--out", str(run_dir)]) == 0
+    return run_dir
+
+
+def cli(args, capsys):
+    from erase.cli import main
+
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_relearn_and_compare_write_curves_plot_and_table(uce_run, tmp_path, capsys):
+    # Mechanics only (a 2-step budget and 2-step sampling); the toy-world curves are in the README.
+    out = tmp_path / "rl"
+    args = ["relearn", uce_run, "--optimizers", "sgd,adam", "--lrs", "sgd=0.1", "--lrs", "adam=1e-3,3e-4"]
+    args += ["--steps", 2, "--eval-every", 1, "--seeds", "0,1", "--examples", 2, "--others", "green"]
+    args += ["--eval-seeds", 1000, "--other-seeds", 1000, "--eval-steps", 2, "--out", out]
+    code, stdout, err = cli(args, capsys)
+    assert code == 0, err
+    assert "steps to resurgence" in stdout and "adam" in stdout and "sgd" in stdout
+    rec = json.loads((out / "relearn.json").read_text())
+    res = rec["results"]
+    assert len(res["runs"]) == 3 * 2  # (sgd 0.1, adam 1e-3, adam 3e-4) x 2 seeds
+    assert [p["step"] for p in res["runs"][0]["curve"]] == [0, 1, 2]
+    assert set(res["runs"][0]["curve"][-1]["accuracy"]) == {"red", "green"}
+    assert res["images_per_point"] == {"red": 12, "green": 12}
+    assert len(res["summary"]) == 3 and rec["trainable_parameters"] > 0
+    assert rec["prompt_hashes"]["relearning examples"]["n"] == 2
+    assert (out / "relearn.png").stat().st_size > 10_000
+
+    code, stdout, err = cli(["compare", out, out, "--out", tmp_path / "cmp"], capsys)
+    assert code == 0, err
+    assert "| uce | red |" in stdout and (tmp_path / "cmp" / "compare.md").is_file()
+
+
+RELEARN_BAD = [
+    (["--optimizers", "lion"], "unknown optimizer 'lion'"),
+    (["--lrs", "0"], "learning rate must be positive"),
+    (["--lrs", "adam=fast"], "must be numbers"),
+    (["--optimizers", "sgd", "--lrs", "adam=1e-4"], "not in --optimizers"),
+    (["--params", "everything"], "params must be one of"),
+    (["--steps", "0"], "--steps must be positive"),
+    (["--data", "DATA"], "no captions.txt or metadata.jsonl"),
+]
+
+
+@pytest.mark.parametrize("extra,message", RELEARN_BAD, ids=[" ".join(a) for a, _ in RELEARN_BAD])
+def test_bad_relearning_input_is_one_line_exit_2(extra, message, uce_run, tmp_path, capsys):
+    (tmp_path / "DATA").mkdir()
+    (tmp_path / "DATA" / "a.png").write_bytes(b"")
+    extra = [str(tmp_path / "DATA") if a == "DATA" else a for a in extra]
+    code, _, err = cli(["relearn", uce_run, *extra, "--out", tmp_path / "out"], capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and message in lines[0], err
+    assert not (tmp_path / "out").exists() and not (uce_run / "relearn").exists()
+
+
+def test_relearning_a_folder_without_a_delta_is_refused(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    code, _, err = cli(["relearn", tmp_path / "run"], capsys)
+    assert code == 2 and "has no delta.safetensors" in err
+    code, _, err = cli(["compare", tmp_path / "run"], capsys)
+    assert code == 2 and "holds no relearn.json" in err

@@ -16,22 +16,10 @@ from typing import Literal
 import torch
 from tqdm.auto import tqdm
 
+from erase.data import ImageSet
 from erase.errors import EraseError
 
 Kind = Literal["unlearning", "untraining"]
-
-
-@dataclass(frozen=True)
-class ImageSet:
-    """(image, prompt) pairs: a forget or retain set for data-level methods."""
-
-    images: tuple  # PIL images
-    prompts: tuple[str, ...]
-    ids: tuple[int, ...] | None = None  # training-sample ids, when known (toy world)
-
-    def __post_init__(self):
-        if len(self.images) != len(self.prompts):
-            raise EraseError(f"an image set has {len(self.images)} images but {len(self.prompts)} captions")
 
 
 @dataclass(frozen=True)
@@ -82,6 +70,47 @@ class NonFiniteLoss(EraseError):
     """Raised after the loop has put the last good weights back."""
 
 
+class Diverged(NonFiniteLoss):
+    """A divergence guard stopped the loop before the step that would have crossed its limit."""
+
+
+class DivergenceGuard:
+    """Stops ascent-type methods before they wreck the model.
+
+    Gradient ascent has no minimum: left alone it drives the forget loss, and the weights, to
+    infinity (seed 003). The guard is checked before each step, on the loss the method watches
+    (the forget loss) and on the norm of the trained weights; crossing either limit stops the loop
+    with the previous step's weights in place and a message saying which limit and when.
+
+    ``loss_limit`` 1.0 suits noise prediction: a UNet that predicts zeros scores 1.0 on unit
+    noise, so a forget loss above that means it no longer denoises at all.
+    """
+
+    def __init__(self, params, *, loss_limit: float | None = 1.0, weight_factor: float = 1.5):
+        self.params = list(params)
+        self.loss_limit, self.weight_factor = loss_limit, weight_factor
+        self.start = self._norm()
+        self.watched: float | None = None  # set by the method's loss function each step
+
+    def _norm(self) -> float:
+        with torch.no_grad():
+            return float(torch.sqrt(sum((p.float() ** 2).sum() for p in self.params)))
+
+    def __call__(self, step: int) -> str | None:
+        if self.loss_limit is not None and self.watched is not None and self.watched > self.loss_limit:
+            return (
+                f"the forget loss reached {self.watched:.3g} at step {step}, past the limit "
+                f"{self.loss_limit:g} (the model no longer denoises)"
+            )
+        norm = self._norm()
+        if self.start > 0 and norm > self.weight_factor * self.start:
+            return (
+                f"the trained weights' norm grew {norm / self.start:.2f}x by step {step}, "
+                f"past the limit {self.weight_factor:g}x"
+            )
+        return None
+
+
 def make_optimizer(params: list[torch.nn.Parameter], name: str, lr: float) -> torch.optim.Optimizer:
     if not lr > 0:
         raise EraseError(f"learning rate must be positive, got {lr}")
@@ -108,6 +137,8 @@ def fit(
     progress: bool = True,
     grad_hook: Callable[[], None] | None = None,
     after_step: Callable[[int], None] | None = None,
+    guard: Callable[[int], str | None] | None = None,
+    step_fn: Callable[[int], None] | None = None,
 ) -> list[float]:
     """Gradient steps on ``params`` (of ``module``) with ``loss_fn(step)``; returns the loss per step.
 
@@ -117,45 +148,92 @@ def fit(
     A non-finite loss or gradient stops the loop *before* the step that would corrupt the
     weights, so the UNet keeps the last good weights, and ``NonFiniteLoss`` says so.
     ``grad_hook`` runs between backward and step (SalUn's saliency mask, for instance);
-    ``after_step(step)`` after each step (the relearning attack evaluates there).
+    ``after_step(step)`` after each step (the relearning attack evaluates there). ``guard(step)``
+    runs after the loss is computed and before the step; a message from it stops the loop with
+    ``Diverged`` (see ``DivergenceGuard``). ``step_fn(step)`` replaces the optimizer's step for
+    methods whose update is not a gradient step (HAMU, IEU's noise): it reads ``p.grad``.
     """
     if steps <= 0:
         raise EraseError(f"steps must be positive, got {steps}")
     plist = list(params.values())
-    opt = make_optimizer(plist, optimizer, lr)
+    opt = make_optimizer(plist, optimizer, lr) if step_fn is None else None
     losses: list[float] = []
     module.requires_grad_(False)
     for p in plist:
         p.requires_grad_(True)
     module.train()
     try:
-        _loop(opt, plist, loss_fn, steps, desc, progress, grad_hook, after_step, losses)
+        _loop(opt, plist, loss_fn, steps, desc, progress, grad_hook, after_step, guard, step_fn, losses)
     finally:
         module.eval().requires_grad_(False)
     return losses
 
 
-def _loop(opt, plist, loss_fn, steps, desc, progress, grad_hook, after_step, losses) -> None:
+def _loop(opt, plist, loss_fn, steps, desc, progress, grad_hook, after_step, guard, step_fn, losses) -> None:
     bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False)
     for step in bar:
         loss = loss_fn(step)
+        kept = f"stopped and kept the weights of step {step - 1}" if step else "stopped before any step"
         if not torch.isfinite(loss):
             raise NonFiniteLoss(
-                f"{desc}: loss became {loss.item()} at step {step}; stopped and kept the weights "
-                f"of step {step - 1}; lower the learning rate"
+                f"{desc}: loss became {loss.item()} at step {step}; {kept}; lower the learning rate"
             )
-        opt.zero_grad(set_to_none=True)
+        if guard is not None and (why := guard(step)):
+            raise Diverged(
+                f"{desc}: {why}; {kept}; lower the learning rate or the steps, or weigh the retain set more"
+            )
+        for p in plist:
+            p.grad = None
         loss.backward()
         if grad_hook is not None:
             grad_hook()
         if not all(torch.isfinite(p.grad).all() for p in plist if p.grad is not None):
-            opt.zero_grad(set_to_none=True)
+            for p in plist:
+                p.grad = None
             raise NonFiniteLoss(
-                f"{desc}: gradient became non-finite at step {step}; stopped and kept the weights "
-                f"of step {step - 1}; lower the learning rate"
+                f"{desc}: gradient became non-finite at step {step}; {kept}; lower the learning rate"
             )
-        opt.step()
+        if step_fn is not None:
+            with torch.no_grad():
+                step_fn(step)
+        else:
+            opt.step()
         losses.append(loss.item())
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
         if after_step is not None:
             after_step(step)
+
+
+class Batches:
+    """Random batches of an encoded (image, prompt) set, and the shared diffusion loss on them.
+
+    Data-level methods draw their forget and retain batches here, all from the one generator of
+    the run, so a seed fixes every batch, noise and timestep.
+    """
+
+    def __init__(self, pipe, pairs: ImageSet, batch_size: int, generator: torch.Generator, what: str):
+        from erase.data import encode_set
+
+        self.enc = encode_set(pipe, pairs, what)
+        self.unet, self.sched = pipe.unet, pipe.scheduler
+        self.batch_size, self.gen = min(batch_size, len(self.enc)), generator
+
+    def draw(self):
+        idx = torch.randperm(len(self.enc), generator=self.gen)[: self.batch_size]
+        return self.enc.latents[idx], self.enc.cond[idx], idx
+
+    def loss(self) -> torch.Tensor:
+        from erase.diffusion import diffusion_loss
+
+        x0, cond, _ = self.draw()
+        return diffusion_loss(
+            self.unet, self.sched, x0, cond.embeds, generator=self.gen, added_cond_kwargs=cond.added
+        )
+
+
+def require_sets(name: str, inputs: EraseInputs, *, retain: bool) -> None:
+    """Data-level methods need a forget set, and most a retain set too."""
+    if inputs.forget is None or len(inputs.forget.images) == 0:
+        raise EraseError(f"{name} needs a forget set (--forget FOLDER or a toy spec)")
+    if retain and (inputs.retain is None or len(inputs.retain.images) == 0):
+        raise EraseError(f"{name} needs a retain set (--retain FOLDER or a toy spec such as toy:rest:n=256)")
