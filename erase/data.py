@@ -168,11 +168,13 @@ def resolve_sets(forget: str, retain: str | None, *, seed: int = 0) -> tuple[Ima
     if retain.startswith("toy:"):
         if "rest" in retain.split(":") and not f_ids:
             raise EraseError("retain toy:rest needs a toy forget set; name the retain samples instead")
-        r_ids = toy_ids(retain, seed=seed + 1, exclude=set(f_ids) if "rest" in retain.split(":") else set())
-        if f_ids and set(r_ids) <= set(f_ids):
+        named = toy_ids(retain, seed=seed + 1) if ":rest" not in retain else None
+        if named is not None and f_ids and set(named) <= set(f_ids):
             raise EraseError(
                 "the retain set lies entirely inside the forget set; retain other samples (e.g. toy:rest:n=256)"
             )
+        # Forgetting wins: a retain spec never brings back a forget sample.
+        r_ids = toy_ids(retain, seed=seed + 1, exclude=set(f_ids))
         r_set = toy_set(r_ids)
     else:
         r_set = load_image_folder(retain, "retain")

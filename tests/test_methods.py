@@ -9,13 +9,14 @@ import pkgutil
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import erase.methods
 from erase.errors import EraseError
 from erase.generate import generate
 from erase.layers import select_parameters
 from erase.methods import REGISTRY, get_method
-from erase.methods.base import EraseInputs
+from erase.methods.base import EraseInputs, ImageSet
 from erase.models import load_pipeline
 from erase.unlearn import run_method, write_delta
 from tests import tiny
@@ -24,9 +25,27 @@ FAST = {
     "esd": {"steps": 2, "trajectories": 1, "ddim_steps": 2, "batch_size": 1, "lr": 1e-2},
     "ablation": {"steps": 2, "images_per_anchor": 1, "sample_steps": 2, "batch_size": 1, "lr": 1e-2},
     "uce": {},
+    # Random weights start above the guard's forget-loss limit of a trained model (1.0).
+    "ga": {"steps": 2, "lr": 1e-3, "max_forget_loss": 100.0},
+    "ft": {"steps": 2, "lr": 1e-3},
+    "rl": {"steps": 2, "lr": 1e-3},
+    "ieu": {"steps": 2, "lr": 1e-2, "max_forget_loss": 100.0},
+    "hamu": {"steps": 2, "lr": 1e-2, "budget": 1e-3, "max_forget_loss": 100.0},
 }
+
+
+def image_set(n, seed):
+    rng = np.random.default_rng(seed)
+    ims = tuple(Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)) for _ in range(n))
+    return ImageSet(ims, tuple(f"a {c} square" for c in ("red", "blue", "green", "yellow")[:n]))
+
+
 INPUTS = EraseInputs(
-    targets=("a red circle", "a red square"), anchors=("a circle", "a square"), preserve=("a blue circle",)
+    targets=("a red circle", "a red square"),
+    anchors=("a circle", "a square"),
+    preserve=("a blue circle",),
+    forget=image_set(2, 0),
+    retain=image_set(4, 1),
 )
 
 
@@ -72,14 +91,14 @@ def test_fixed_seed_gives_identical_weights(name):
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
-@pytest.mark.parametrize("name", ["esd-x", "uce", "ca"])
+@pytest.mark.parametrize("name", ["esd-x", "uce", "ca", "hamu"])
 def test_delta_saves_loads_and_applies_to_the_same_weights(name, tmp_path):
     tiny.sd1().save_pretrained(tmp_path / "base")
     base = str(tmp_path / "base")
     pipe = load_pipeline(base, device="cpu")
     out = run_method(pipe, name, INPUTS, overrides=fast(name), seed=0, progress=False)
     meta = write_delta(tmp_path / "d.safetensors", pipe, out, base_spec=base, seed=0)
-    assert meta["method"] == name and meta["kind"] == "unlearning"
+    assert meta["method"] == name and meta["kind"] == REGISTRY[name].kind
     edited = load_pipeline(f"{base}+{tmp_path / 'd.safetensors'}", device="cpu")
     for k, v in pipe.unet.state_dict().items():
         assert torch.equal(v, edited.unet.state_dict()[k]), k
@@ -93,7 +112,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_weights():
     pipe = tiny.sd1()
     pipe.set_progress_bar_config(disable=True)
     before = snapshot(pipe.unet)
-    with pytest.raises(EraseError, match="loss became nan at step 0; stopped and kept"):
+    with pytest.raises(EraseError, match="loss became nan at step 0; stopped before any step"):
         run_method(pipe, "esd-x", INPUTS, overrides=fast("esd-x") | {"eta": float("nan")}, progress=False)
     assert all(torch.equal(v, before[k]) for k, v in pipe.unet.state_dict().items())
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, fields
 from types import ModuleType
 
 from erase.errors import EraseError
-from erase.methods import ablation, esd, uce
+from erase.methods import ablation, esd, ft, ga, hamu, ieu, rl, uce
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,14 @@ REGISTRY: dict[str, Method] = {
     "esd-all": Method("esd-all", esd, {"params": "all"}),
     "uce": Method("uce", uce),
     "ca": Method("ca", ablation),
+    # Data-level untraining: edit with a forget set (and most with a retain set) of images.
+    "ga": Method("ga", ga, {"alpha": 0.0}),
+    "graddiff": Method("graddiff", ga, {"alpha": 0.1}),
+    "ft": Method("ft", ft),
+    "rl": Method("rl", rl, {"saliency": 0.0}),
+    "salun": Method("salun", rl, {"saliency": 0.5}),
+    "ieu": Method("ieu", ieu),
+    "hamu": Method("hamu", hamu),
 }
 
 

@@ -1,0 +1,55 @@
+"""Fine-tuning on the retain set only (FT) [source: the SalUn code's baseline].
+
+``L = L_mse(theta; D_r)``: forgetting by catastrophic interference, never touching the forget set's
+gradient. Safe (nothing ascends) and usually weak; it is the floor a data-level method must beat.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from erase.layers import select_parameters
+from erase.methods.base import Batches, EraseInputs, fit, require_param_set, require_positive, require_sets
+
+KIND = "untraining"
+
+
+@dataclass(frozen=True)
+class Config:
+    params: str = "all"
+    steps: int = 100
+    lr: float = 1e-5
+    batch_size: int = 4
+    optimizer: str = "adam"
+
+    def __post_init__(self):
+        require_param_set("ft", self.params)
+        require_positive("ft", self, "steps", "lr", "batch_size")
+
+
+TOY = {"lr": 1e-4, "steps": 60}
+
+
+def edit(pipe, inputs: EraseInputs, cfg: Config, *, seed: int, progress: bool = True) -> dict:
+    require_sets("ft", inputs, retain=True)
+    gen = torch.Generator().manual_seed(seed)
+    pipe.unet.eval()
+    retain = Batches(pipe, inputs.retain, cfg.batch_size, gen, "retain example")
+    params = select_parameters(pipe.unet, cfg.params)
+    losses = fit(
+        pipe.unet,
+        params,
+        lambda step: retain.loss(),
+        steps=cfg.steps,
+        lr=cfg.lr,
+        optimizer=cfg.optimizer,
+        desc="ft",
+        progress=progress,
+    )
+    return {
+        "params": sorted(params),
+        "trainable_parameters": sum(p.numel() for p in params.values()),
+        "losses": losses,
+    }

@@ -1,0 +1,202 @@
+"""HAMU: a per-tensor constrained update that raises the forget loss by a set amount while hurting
+the retain loss as little as the geometry allows, and says when it cannot help hurting it (seed
+004) [source: the authors' code, as summarised in ../shared/reference/methods.md §3].
+
+Per parameter tensor ``l``, with raw gradients ``g_r = grad L_r`` and ``g_f = grad L_f``, radius
+``R_l = lr * ||g_r,l||`` and a share ``B_l`` of the required forget-loss increase ``B`` (split in
+proportion to ``||g_r,l|| * ||g_f,l||``):
+
+1. ``disc = R_l^2 - B_l^2 / ||g_f,l||^2 < 0``: infeasible (radius too small): stop and report.
+2. ``g_r . g_f <= -B_l ||g_r|| / R_l`` ("easy"): retain descent alone raises the forget loss
+   enough: ``delta = -R_l g_r / ||g_r||``.
+3. otherwise ("rectified"): ``delta = (B_l / ||g_f||^2) g_f - sqrt(disc) g_r_perp / ||g_r_perp||``,
+   exactly ``B_l`` of forget increase and the rest of the radius spent descending the retain loss
+   orthogonally to ``g_f``.
+
+Hardness is logged every step: ``kappa = cos(g_r, g_f)`` over all trained weights and
+``rho = B / (R ||g_f||)``; when ``kappa > sqrt(1 - rho^2)`` no step of that radius can raise the
+forget loss by B without raising the retain loss (to first order), and the run's verdict says so.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from erase.errors import EraseError
+from erase.layers import select_parameters
+from erase.methods.base import (
+    Batches,
+    DivergenceGuard,
+    EraseInputs,
+    fit,
+    require_param_set,
+    require_positive,
+    require_sets,
+)
+
+KIND = "untraining"
+
+
+@dataclass(frozen=True)
+class Config:
+    """HAMU settings (authors' scripts: lr 1e-4, B = 0.5 lr)."""
+
+    params: str = "all"
+    steps: int = 100
+    lr: float = 1e-4
+    budget: float = 0.5  # B as a multiple of lr: the forget-loss increase asked of each step
+    batch_size: int = 4
+    on_infeasible: str = "stop"  # stop, or skip (leave the weights as they are for that step)
+    max_forget_loss: float = 1.0
+
+    def __post_init__(self):
+        require_param_set("hamu", self.params)
+        require_positive("hamu", self, "steps", "lr", "budget", "batch_size", "max_forget_loss")
+        if self.on_infeasible not in ("stop", "skip"):
+            raise EraseError(f"hamu: on_infeasible must be stop or skip, got {self.on_infeasible!r}")
+
+
+TOY = {"lr": 1e-2, "steps": 60}
+
+
+def hamu_step(
+    pairs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    lr: float,
+    B: float,
+    stop_if_infeasible: bool = True,
+) -> dict:
+    """Apply one HAMU update in place to ``(param, g_r, g_f)`` triples; return the step's log.
+    With ``stop_if_infeasible`` nothing is applied when any tensor is infeasible."""
+    nr = [g_r.norm().item() for _, g_r, _ in pairs]
+    nf = [g_f.norm().item() for _, _, g_f in pairs]
+    dots = [float((g_r.double() * g_f.double()).sum()) for _, g_r, g_f in pairs]
+    S = sum(a * b for a, b in zip(nr, nf))
+    gr, gf, dot = math.sqrt(sum(a * a for a in nr)), math.sqrt(sum(b * b for b in nf)), sum(dots)
+    log = {
+        "kappa": dot / (gr * gf) if gr * gf > 0 else 0.0,
+        "rho": B / (lr * gr * gf) if gr * gf > 0 else float("inf"),
+        "easy": 0,
+        "rectified": 0,
+        "infeasible": 0,
+    }
+    # First-order bound: the most forget increase reachable without raising the retain loss.
+    reach = 0.0
+    for a, b, d in zip(nr, nf, dots):
+        if a > 0 and b > 0:
+            # Along g_f itself when the two disagree (retain descent helps); else orthogonally to g_r.
+            sin = math.sqrt(max(0.0, 1 - (d / (a * b)) ** 2)) if d > 0 else 1.0
+            reach += lr * a * b * sin
+    log["unavoidable"] = log["kappa"] > math.sqrt(max(0.0, 1 - log["rho"] ** 2)) or reach < B
+    plan = []
+    for (p, g_r, g_f), a, b, d in zip(pairs, nr, nf, dots):
+        if a == 0:
+            continue  # the retain loss does not depend on this tensor: radius 0, nothing to do
+        R = lr * a
+        B_l = B * a * b / S if S > 0 else 0.0
+        disc = R * R - (B_l * B_l / (b * b) if b > 0 else 0.0)
+        if disc < 0:
+            log["infeasible"] += 1
+        elif d <= -B_l * a / R:
+            plan.append((p, [(g_r, -R / a)]))
+            log["easy"] += 1
+        else:
+            perp = g_r - (d / (b * b)) * g_f
+            pn = perp.norm().item()
+            plan.append((p, [(g_f, B_l / (b * b))] + ([(perp, -math.sqrt(disc) / pn)] if pn > 0 else [])))
+            log["rectified"] += 1
+    # Decide before touching any weight, so that stopping keeps the last good ones.
+    log["applied"] = not (log["infeasible"] and stop_if_infeasible)
+    if log["applied"]:
+        for p, terms in plan:
+            for direction, scale in terms:
+                p.add_(direction, alpha=scale)
+    return log
+
+
+def verdict(kappas: list[float], unavoidable: list[bool]) -> str:
+    """A sentence a user can act on."""
+    if not kappas:
+        return "no step was taken"
+    k = sum(kappas) / len(kappas)
+    n, bad = len(unavoidable), sum(unavoidable)
+    if bad == 0:
+        return (
+            f"easy pair: in all {n} steps the forget loss could rise without first-order damage to "
+            f"the retain set (mean kappa = cos(g_r, g_f) = {k:.2f})"
+        )
+    if bad < n / 2:
+        return (
+            f"mostly easy: retain damage was unavoidable in {bad} of {n} steps (mean kappa {k:.2f}); "
+            "expect a little collateral forgetting"
+        )
+    return (
+        f"hard pair: retain damage was unavoidable in {bad} of {n} steps (mean kappa {k:.2f}): the "
+        "forget and retain sets pull the same weights the same way, so forgetting one costs the "
+        "other; expect collateral forgetting, or retain less of what the forget set shares"
+    )
+
+
+def edit(pipe, inputs: EraseInputs, cfg: Config, *, seed: int, progress: bool = True) -> dict:
+    require_sets("hamu", inputs, retain=True)
+    gen = torch.Generator().manual_seed(seed)
+    pipe.unet.eval()
+    forget = Batches(pipe, inputs.forget, cfg.batch_size, gen, "forget example")
+    retain = Batches(pipe, inputs.retain, cfg.batch_size, gen, "retain example")
+    params = select_parameters(pipe.unet, cfg.params)
+    plist = list(params.values())
+    guard = DivergenceGuard(plist, loss_limit=cfg.max_forget_loss, weight_factor=float("inf"))
+    g_f: list[torch.Tensor] = []
+    steps_log: list[dict] = []
+    forget_losses: list[float] = []
+
+    def loss_fn(step: int) -> torch.Tensor:
+        lf = forget.loss()
+        guard.watched = lf.item()
+        forget_losses.append(guard.watched)
+        g_f[:] = torch.autograd.grad(lf, plist, allow_unused=True)
+        return retain.loss()  # fit's backward leaves g_r in p.grad
+
+    def step_fn(step: int) -> None:
+        pairs = [
+            (
+                p,
+                p.grad if p.grad is not None else torch.zeros_like(p),
+                g if g is not None else torch.zeros_like(p),
+            )
+            for p, g in zip(plist, g_f)
+        ]
+        log = hamu_step(pairs, cfg.lr, cfg.budget * cfg.lr, cfg.on_infeasible == "stop")
+        steps_log.append(log)
+        if not log["applied"]:
+            kept = f"kept the weights of step {step - 1}" if step else "changed nothing"
+            raise EraseError(
+                f"hamu: infeasible at step {step}: the radius lr * ||g_r|| cannot buy the forget-loss "
+                f"increase B = {cfg.budget:g} * lr in {log['infeasible']} tensors; stopped and {kept}; "
+                "lower --set budget=..., raise the lr, or pass --set on_infeasible=skip"
+            )
+
+    losses = fit(
+        pipe.unet,
+        params,
+        loss_fn,
+        steps=cfg.steps,
+        lr=cfg.lr,
+        desc="hamu",
+        progress=progress,
+        guard=guard,
+        step_fn=step_fn,
+    )
+    kappas = [s["kappa"] for s in steps_log]
+    return {
+        "params": sorted(params),
+        "trainable_parameters": sum(p.numel() for p in plist),
+        "losses": losses,
+        "forget_losses": forget_losses,
+        "kappa": kappas,
+        "branches": {k: sum(s[k] for s in steps_log) for k in ("easy", "rectified", "infeasible")},
+        "unavoidable_steps": sum(s["unavoidable"] for s in steps_log),
+        "verdict": verdict(kappas, [s["unavoidable"] for s in steps_log]),
+    }

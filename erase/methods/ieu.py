@@ -1,0 +1,104 @@
+"""IEU: ascent with weight decay and weight noise (seed 002).
+
+**Reconstructed from the abstract**: the paper's text is not available to us, so this is our
+reading of it, not the authors' algorithm; every run records ``"reconstructed": true``. One step:
+
+    theta <- (1 - lr * weight_decay) * theta + lr * grad L_f - lr * beta * grad L_r + noise * xi,
+    xi ~ N(0, I)
+
+Weight decay pulls the edited weights back toward zero instead of letting ascent run away, and
+the noise is meant to make the result harder to relearn (seed 002's claim, which the relearning
+attack of ``erase relearn`` lets you check). ``noise = 0`` gives gradient ascent with decay. The
+update is a plain (SGD-type) step, so its learning rates are SGD's, not Adam's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from erase.errors import EraseError
+from erase.layers import select_parameters
+from erase.methods.base import (
+    Batches,
+    DivergenceGuard,
+    EraseInputs,
+    fit,
+    require_param_set,
+    require_positive,
+    require_sets,
+)
+
+KIND = "untraining"
+RECONSTRUCTED = True
+
+
+@dataclass(frozen=True)
+class Config:
+    """IEU settings: our choices (the paper's values are not available)."""
+
+    params: str = "all"
+    steps: int = 100
+    lr: float = 1e-3
+    batch_size: int = 4
+    weight_decay: float = 1e-2
+    beta: float = 0.1  # retain weight; 0 = no retain set needed
+    noise: float = 1e-4  # std of the Gaussian weight noise added each step
+    max_forget_loss: float = 1.0
+    max_weight_growth: float = 1.5
+
+    def __post_init__(self):
+        require_param_set("ieu", self.params)
+        require_positive("ieu", self, "steps", "lr", "batch_size", "max_forget_loss", "max_weight_growth")
+        for name in ("weight_decay", "beta", "noise"):
+            if getattr(self, name) < 0:
+                raise EraseError(f"ieu: {name} must be >= 0, got {getattr(self, name)}")
+
+
+TOY = {"lr": 1e-2, "steps": 60, "noise": 1e-4}
+
+
+def edit(pipe, inputs: EraseInputs, cfg: Config, *, seed: int, progress: bool = True) -> dict:
+    require_sets("ieu", inputs, retain=cfg.beta > 0)
+    gen = torch.Generator().manual_seed(seed)
+    pipe.unet.eval()
+    forget = Batches(pipe, inputs.forget, cfg.batch_size, gen, "forget example")
+    retain = Batches(pipe, inputs.retain, cfg.batch_size, gen, "retain example") if cfg.beta > 0 else None
+    params = select_parameters(pipe.unet, cfg.params)
+    guard = DivergenceGuard(
+        params.values(), loss_limit=cfg.max_forget_loss, weight_factor=cfg.max_weight_growth
+    )
+    forget_losses: list[float] = []
+
+    def loss_fn(step: int) -> torch.Tensor:
+        lf = forget.loss()
+        guard.watched = lf.item()
+        forget_losses.append(guard.watched)
+        return -lf + (cfg.beta * retain.loss() if retain is not None else 0)
+
+    def step_fn(step: int) -> None:
+        # p.grad holds grad(-L_f + beta L_r): descending it ascends the forget loss.
+        for p in params.values():
+            p.mul_(1 - cfg.lr * cfg.weight_decay).add_(p.grad, alpha=-cfg.lr)
+            if cfg.noise > 0:
+                p.add_(torch.randn(p.shape, generator=gen).to(p) * cfg.noise)
+
+    losses = fit(
+        pipe.unet,
+        params,
+        loss_fn,
+        steps=cfg.steps,
+        lr=cfg.lr,
+        desc="ieu",
+        progress=progress,
+        guard=guard,
+        step_fn=step_fn,
+    )
+    return {
+        "params": sorted(params),
+        "trainable_parameters": sum(p.numel() for p in params.values()),
+        "losses": losses,
+        "forget_losses": forget_losses,
+        "reconstructed": True,
+    }
