@@ -933,17 +933,9 @@ def cmd_compare(args) -> dict:
 
 
 def _parse_ids(text: str) -> list[int]:
-    if not text:
-        return []
-    if text.startswith("@"):
-        path = Path(text[1:])
-        try:
-            text = ",".join(ln.strip() for ln in path.read_text().splitlines() if ln.strip())
-        except OSError:
-            raise EraseError(f"cannot read sample-id file {path}; check the path") from None
-        if not text:
-            raise EraseError(f"sample-id file {path} is empty; write one id per line")
-    return parse_seeds(text)
+    from erase.data import parse_ids
+
+    return parse_ids(text) if text else []
 
 
 def cmd_toy_train(args) -> dict:

@@ -80,7 +80,8 @@ def load_image_folder(folder: str | Path, what: str = "image") -> ImageSet:
     return ImageSet(tuple(images), tuple(prompts))
 
 
-def _parse_ids(text: str) -> list[int]:
+def parse_ids(text: str) -> list[int]:
+    """``1,2,10-20`` or ``@FILE`` (one id per line)."""
     from erase.cli import parse_seeds  # one grammar for id lists and seed lists
 
     if text.startswith("@"):
@@ -110,7 +111,7 @@ def toy_ids(spec: str, *, seed: int = 0, exclude: set[int] = frozenset(), world=
         if part == "rest":
             rest = True
         elif key == "ids" and sep:
-            ids = _parse_ids(value)
+            ids = parse_ids(value)
             for i in ids:
                 world.sample(i)  # one line naming the valid range
         elif key == "n" and sep:

@@ -120,6 +120,7 @@ def test_hamu_infeasible_step_changes_nothing():
 def test_hamu_verdict_names_easy_and_hard_pairs():
     assert verdict([0.1, 0.0], [False, False]).startswith("easy pair")
     assert verdict([0.8, 0.9], [True, True]).startswith("hard pair")
+    assert verdict([0.5, 0.4], [True, False, False]).startswith("mostly easy")
 
 
 # Guard and registry kinds -----------------------------------------------------------------------

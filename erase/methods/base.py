@@ -237,3 +237,46 @@ def require_sets(name: str, inputs: EraseInputs, *, retain: bool) -> None:
         raise EraseError(f"{name} needs a forget set (--forget FOLDER or a toy spec)")
     if retain and (inputs.retain is None or len(inputs.retain.images) == 0):
         raise EraseError(f"{name} needs a retain set (--retain FOLDER or a toy spec such as toy:rest:n=256)")
+
+
+class AscentObjective:
+    """``-L_f + retain_weight * L_r`` on fresh batches, the objective GA, GradDiff and IEU share,
+    with a divergence guard that watches the forget loss and the trained weights.
+
+    ``forget_losses`` keeps the forget loss of every step for the run's log.
+    """
+
+    def __init__(self, pipe, inputs: EraseInputs, cfg, *, seed: int, name: str, retain_weight: float):
+        require_sets(name, inputs, retain=retain_weight > 0)
+        from erase.layers import select_parameters
+
+        self.gen = torch.Generator().manual_seed(seed)
+        pipe.unet.eval()
+        self.forget = Batches(pipe, inputs.forget, cfg.batch_size, self.gen, "forget example")
+        self.retain = (
+            Batches(pipe, inputs.retain, cfg.batch_size, self.gen, "retain example")
+            if retain_weight > 0
+            else None
+        )
+        self.retain_weight = retain_weight
+        self.params = select_parameters(pipe.unet, cfg.params)
+        self.guard = DivergenceGuard(
+            self.params.values(), loss_limit=cfg.max_forget_loss, weight_factor=cfg.max_weight_growth
+        )
+        self.forget_losses: list[float] = []
+
+    def __call__(self, step: int) -> torch.Tensor:
+        lf = self.forget.loss()
+        self.guard.watched = lf.item()
+        self.forget_losses.append(self.guard.watched)
+        if self.retain is None:
+            return -lf
+        return -lf + self.retain_weight * self.retain.loss()
+
+    def log(self, losses: list[float]) -> dict:
+        return {
+            "params": sorted(self.params),
+            "trainable_parameters": sum(p.numel() for p in self.params.values()),
+            "losses": losses,
+            "forget_losses": self.forget_losses,
+        }

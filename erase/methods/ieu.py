@@ -19,15 +19,12 @@ from dataclasses import dataclass
 import torch
 
 from erase.errors import EraseError
-from erase.layers import select_parameters
 from erase.methods.base import (
-    Batches,
-    DivergenceGuard,
+    AscentObjective,
     EraseInputs,
     fit,
     require_param_set,
     require_positive,
-    require_sets,
 )
 
 KIND = "untraining"
@@ -60,45 +57,25 @@ TOY = {"lr": 1e-2, "steps": 60, "noise": 1e-4}
 
 
 def edit(pipe, inputs: EraseInputs, cfg: Config, *, seed: int, progress: bool = True) -> dict:
-    require_sets("ieu", inputs, retain=cfg.beta > 0)
-    gen = torch.Generator().manual_seed(seed)
-    pipe.unet.eval()
-    forget = Batches(pipe, inputs.forget, cfg.batch_size, gen, "forget example")
-    retain = Batches(pipe, inputs.retain, cfg.batch_size, gen, "retain example") if cfg.beta > 0 else None
-    params = select_parameters(pipe.unet, cfg.params)
-    guard = DivergenceGuard(
-        params.values(), loss_limit=cfg.max_forget_loss, weight_factor=cfg.max_weight_growth
-    )
-    forget_losses: list[float] = []
-
-    def loss_fn(step: int) -> torch.Tensor:
-        lf = forget.loss()
-        guard.watched = lf.item()
-        forget_losses.append(guard.watched)
-        return -lf + (cfg.beta * retain.loss() if retain is not None else 0)
+    objective = AscentObjective(pipe, inputs, cfg, seed=seed, name="ieu", retain_weight=cfg.beta)
+    params = objective.params
 
     def step_fn(step: int) -> None:
         # p.grad holds grad(-L_f + beta L_r): descending it ascends the forget loss.
         for p in params.values():
             p.mul_(1 - cfg.lr * cfg.weight_decay).add_(p.grad, alpha=-cfg.lr)
             if cfg.noise > 0:
-                p.add_(torch.randn(p.shape, generator=gen).to(p) * cfg.noise)
+                p.add_(torch.randn(p.shape, generator=objective.gen).to(p) * cfg.noise)
 
     losses = fit(
         pipe.unet,
         params,
-        loss_fn,
+        objective,
         steps=cfg.steps,
         lr=cfg.lr,
         desc="ieu",
         progress=progress,
-        guard=guard,
+        guard=objective.guard,
         step_fn=step_fn,
     )
-    return {
-        "params": sorted(params),
-        "trainable_parameters": sum(p.numel() for p in params.values()),
-        "losses": losses,
-        "forget_losses": forget_losses,
-        "reconstructed": True,
-    }
+    return objective.log(losses) | {"reconstructed": True}
