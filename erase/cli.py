@@ -603,8 +603,9 @@ def cmd_data(args) -> dict:
         probes["retain"] = Probe.make(encode_set(pipe, retain, "retain example"), sched, seed=args.seed + 2)
     judge = load_judge(args.judge, device=args.device) if scored else None
 
-    def score():
-        return score_concepts(pipe, judge, scored, seeds=seeds, steps=10, progress=False) if scored else None
+    def score(model):
+        # The same held-out prompts and seeds for the original, the edit and the oracle.
+        return score_concepts(model, judge, scored, seeds=seeds, steps=10, progress=False) if scored else None
 
     rows, scores = {}, {}
     oracle_preds = None
@@ -612,8 +613,7 @@ def cmd_data(args) -> dict:
         opipe = load_pipeline(oracle_spec, device=args.device, dtype=args.dtype)
         oracle_preds = probes["forget"].predictions(opipe.unet, sched)
         rows["oracle"] = measure(opipe.unet, sched, probes, oracle_preds)
-        if scored:
-            scores["oracle"] = score_concepts(opipe, judge, scored, seeds=seeds, steps=10, progress=False)
+        scores["oracle"] = score(opipe)
         del opipe
     elif toy_forget and args.oracle == "auto":
         print(
@@ -621,13 +621,13 @@ def cmd_data(args) -> dict:
             f"--forget '{args.forget}' --seed {args.seed}` (about 10 minutes) to score against the ideal"
         )
     rows["original"] = measure(pipe.unet, sched, probes, oracle_preds)
-    scores["original"] = score()
+    scores["original"] = score(pipe)
 
     # 3. Untrain.
     inputs = EraseInputs(forget=forget, retain=retain)
     outcome = run_method(pipe, method.name, inputs, overrides=overrides, seed=args.seed)
     rows["edited"] = measure(pipe.unet, sched, probes, oracle_preds)
-    scores["edited"] = score()
+    scores["edited"] = score(pipe)
     table = format_report(
         {k: rows[k] for k in ("original", "edited", "oracle") if k in rows}, method.kind, oracle_spec
     )
