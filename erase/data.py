@@ -154,7 +154,8 @@ def toy_set(ids: list[int], world=None) -> ImageSet:
 
 
 def resolve_sets(forget: str, retain: str | None, *, seed: int = 0) -> tuple[ImageSet, ImageSet | None]:
-    """Forget and retain sets from their specs; ``retain`` None means no retain set."""
+    """Forget and retain sets from their specs; ``retain`` None means no retain set. A sample or
+    (caption, image) pair named by both is only forgotten."""
     if not forget or not forget.strip():
         raise EraseError(
             "the forget set is empty; pass --forget FOLDER or a toy spec such as toy:color=red:n=32"
@@ -179,10 +180,19 @@ def resolve_sets(forget: str, retain: str | None, *, seed: int = 0) -> tuple[Ima
         r_set = toy_set(r_ids)
     else:
         r_set = load_image_folder(retain, "retain")
-    if f_set.prompts and set(zip(r_set.prompts, map(_digest, r_set.images))) <= set(
-        zip(f_set.prompts, map(_digest, f_set.images))
-    ):
+    # Forgetting wins for folders too: a (caption, image) pair in both sets is only forgotten.
+    forgotten = set(zip(f_set.prompts, map(_digest, f_set.images)))
+    keep = [
+        i for i, pair in enumerate(zip(r_set.prompts, map(_digest, r_set.images))) if pair not in forgotten
+    ]
+    if not keep:
         raise EraseError("the retain set lies entirely inside the forget set; retain other images")
+    if len(keep) < len(r_set.images):
+        r_set = ImageSet(
+            tuple(r_set.images[i] for i in keep),
+            tuple(r_set.prompts[i] for i in keep),
+            tuple(r_set.ids[i] for i in keep) if r_set.ids else None,
+        )
     return f_set, r_set
 
 

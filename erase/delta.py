@@ -67,6 +67,10 @@ def model_fingerprint(spec: str) -> str:
         return hashlib.sha256((model_fingerprint(base) + sha256_of(delta)).encode()).hexdigest()
     folder = _unet_folder(base)
     files = sorted(str(p) for p in folder.glob("*.safetensors"))
+    if not files:  # a UNet loaded with --allow-pickle: its pickle's bytes identify it as well
+        from erase.models import PICKLE_SUFFIXES
+
+        files = sorted(str(p) for p in folder.glob("*") if p.suffix in PICKLE_SUFFIXES)
     if not files:
         raise EraseError(f"model {spec} has no safetensors UNet weights in {folder}")
     stamps = tuple((Path(p).stat().st_size, Path(p).stat().st_mtime_ns) for p in files)
@@ -95,6 +99,11 @@ def save_delta(path: Path, unet: torch.nn.Module, names: list[str], meta: dict) 
     if missing:
         raise ValueError(f"delta names parameters the UNet does not have: {missing[:3]}")
     tensors = {n: named[n].detach().to("cpu", torch.float32).contiguous() for n in names}
+    save_tensors(path, tensors, meta)
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    """Write tensors already taken off a UNet as a delta (write then rename)."""
     meta = {"format": FORMAT, **meta}
     tmp = Path(path).with_name(f".{Path(path).name}.tmp")
     save_file(tensors, str(tmp), metadata={"erase": json.dumps(meta, default=str)})

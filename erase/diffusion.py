@@ -118,6 +118,9 @@ class Conditioning:
 @torch.no_grad()
 def encode_prompts(pipe, prompts: list[str]) -> Conditioning:
     """Encode prompts with the pipeline's own text encoder(s), as its ``__call__`` would."""
+    from erase.tokens import check_pipeline_prompts
+
+    check_pipeline_prompts(pipe, prompts)
     device = pipe.device
     if hasattr(pipe, "text_encoder_2"):  # SDXL: two encoders, pooled text and size conditioning
         embeds, _, pooled, _ = pipe.encode_prompt(

@@ -14,7 +14,9 @@ import torch
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
+from erase import distributed
 from erase.errors import EraseError
+from erase.tokens import check_pipeline_prompts
 
 
 def check_seeds(seeds: Sequence[int]) -> list[int]:
@@ -43,17 +45,28 @@ def generate(
     guidance: float = 7.5,
     batch_size: int = 32,
     progress: bool = True,
+    split: bool = False,
 ) -> list[Image.Image]:
-    """One image per (prompt, seed), prompt-major: ``[(p0,s0), (p0,s1), ..., (p1,s0), ...]``."""
+    """One image per (prompt, seed), prompt-major: ``[(p0,s0), (p0,s1), ..., (p1,s0), ...]``.
+
+    ``split``: under ``accelerate launch`` with several processes, each process makes a share of
+    the batches and every process returns the full list. Whole batches are shared, so each image
+    is computed exactly as a single process computes it and the result does not depend on the
+    number of processes; with few batches some processes idle (lower ``batch_size``).
+    """
     prompts, seeds = check_prompts(prompts), check_seeds(seeds)
+    check_pipeline_prompts(pipe, prompts)
     if steps <= 0:
         raise EraseError(f"steps must be positive, got {steps}")
     if batch_size <= 0:
         raise EraseError(f"batch size must be positive, got {batch_size}")
     jobs = [(p, s) for p in prompts for s in seeds]
+    batches = [jobs[i : i + batch_size] for i in range(0, len(jobs), batch_size)]
+    if split:
+        batches = distributed.share(batches)
+        progress = progress and distributed.is_main()
     images: list[Image.Image] = []
-    for i in tqdm(range(0, len(jobs), batch_size), desc="generate", disable=not progress, leave=False):
-        chunk = jobs[i : i + batch_size]
+    for chunk in tqdm(batches, desc="generate", disable=not progress, leave=False):
         out = pipe(
             [p for p, _ in chunk],
             num_inference_steps=steps,
@@ -63,7 +76,7 @@ def generate(
             output_type="pil",
         )
         images.extend(out.images)
-    return images
+    return distributed.gather(images) if split else images
 
 
 def grid(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -11,6 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from erase.errors import EraseError
+
+# Write failures the user fixes (space, quota, permissions), not bugs: one line, not a traceback.
+DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def _disk_message(path: Path, e: OSError) -> str:
+    return f"could not write {path} ({e.strerror}); nothing was kept: free space or choose another --out"
 
 
 def check_writable(out: Path, overwrite: bool = False) -> None:
@@ -23,8 +31,12 @@ def check_writable(out: Path, overwrite: bool = False) -> None:
     parent = out.resolve().parent
     while not parent.exists():
         parent = parent.parent
-    if not os.access(parent, os.W_OK):
-        raise EraseError(f"cannot write under {parent}; choose a writable --out")
+    # os.access trusts permission bits, which root ignores; making a folder is the real test, and
+    # it also fails for root on a read-only or special file system, or under a regular file.
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".erase-probe-", dir=parent))
+    except OSError as e:
+        raise EraseError(f"cannot write under {parent} ({e.strerror}); choose a writable --out") from None
 
 
 @contextlib.contextmanager
@@ -36,6 +48,11 @@ def atomic_dir(out: Path, overwrite: bool = True) -> Iterator[Path]:
     tmp.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary folder
     try:
         yield tmp
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if e.errno in DISK_ERRORS:
+            raise EraseError(_disk_message(out, e)) from None
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -56,5 +73,12 @@ def write_json(path: Path, obj) -> None:
     """Write-then-rename, so a reader never sees half a record."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.errno in DISK_ERRORS:
+            # Only the name: inside atomic_dir the folder is a temporary one that is about to go.
+            raise EraseError(_disk_message(Path(path.name), e)) from None
+        raise
     tmp.replace(path)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from erase.toy import WEIGHTS
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 _PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")
+PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth")
 
 
 def pick_device(device: str | None = None, dtype: str | None = None) -> tuple[torch.device, torch.dtype]:
@@ -77,6 +79,7 @@ def resolve_model_folder(spec: str) -> Path | str:
                 f"model folder {spec} is not a diffusers pipeline (no model_index.json); "
                 "save it with pipeline.save_pretrained() or pass another folder"
             )
+        check_complete(path)
         return path
     if spec.startswith((".", "/", "~")) or not _HUB_ID.match(spec):
         raise EraseError(
@@ -86,23 +89,87 @@ def resolve_model_folder(spec: str) -> Path | str:
     return spec
 
 
-def load_pipeline(spec: str = "toy", *, device: str | None = None, dtype: str | None = None):
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth", ".msgpack", ".onnx")
+
+
+def check_complete(folder: Path) -> None:
+    """Refuse a diffusers folder that an interrupted download or copy left incomplete: a partial
+    file (``*.incomplete``, the hub's name while downloading), a component with a config but no
+    weights, a shard its index names that is missing, or a safetensors file cut short. Only
+    headers are read, so this costs milliseconds even for Stable Diffusion."""
+    from safetensors import SafetensorError, safe_open
+
+    def broken(what: str) -> EraseError:
+        return EraseError(
+            f"{what}: the download or copy of {folder} was interrupted; re-download the model "
+            "(huggingface-cli download, or copy the folder again)"
+        )
+
+    try:
+        index = json.loads((folder / "model_index.json").read_text())
+    except (OSError, ValueError):
+        raise broken(f"{folder / 'model_index.json'} is not readable JSON") from None
+    for name, value in sorted(index.items()):
+        sub = folder / name
+        # Components listed as [null, null] (a removed safety checker) have nothing to load.
+        if name.startswith("_") or not isinstance(value, list) or value[0] is None or not sub.is_dir():
+            continue
+        partial = sorted(sub.glob("*.incomplete"))
+        if partial:
+            raise broken(f"{sub} holds a partial file {partial[0].name}")
+        if (sub / "config.json").is_file() and not any(f.suffix in _WEIGHT_SUFFIXES for f in sub.iterdir()):
+            raise broken(f"{sub} has a config.json but no weights")
+        for idx in sorted(sub.glob("*.index.json")):
+            try:
+                shards = set(json.loads(idx.read_text())["weight_map"].values())
+            except (OSError, ValueError, KeyError, AttributeError):
+                raise broken(f"{idx} is not a readable shard index") from None
+            missing = sorted(s for s in shards if not (sub / s).is_file())
+            if missing:
+                raise broken(f"{sub} lacks the shard {missing[0]} that {idx.name} names")
+        for f in sorted(sub.glob("*.safetensors")):
+            try:
+                with safe_open(str(f), framework="pt"):
+                    pass
+            except (SafetensorError, OSError) as e:
+                raise broken(f"{f} is cut short or damaged ({e})") from None
+
+
+def load_pipeline(
+    spec: str = "toy", *, device: str | None = None, dtype: str | None = None, allow_pickle: bool = False
+):
     """Load a Stable Diffusion (1.x, 2.x) or SDXL pipeline in diffusers format.
 
     ``BASE+DELTA`` loads the base and applies an erasure delta (a delta file or a run folder),
     after checking that the delta was made from that base. Weights are read from safetensors
-    only; a checkpoint stored as pickles is refused.
+    only: unpickling a checkpoint can run any code it holds, so a folder whose weights are
+    ``.bin``/``.ckpt``/``.pt`` files is refused unless ``allow_pickle`` (``--allow-pickle``).
     """
     from erase.delta import apply_delta, model_fingerprint, split_spec
 
     base, delta = split_spec(spec)
-    pipe = _load_base(base, device=device, dtype=dtype)
+    pipe = _load_base(base, device=device, dtype=dtype, allow_pickle=allow_pickle)
     if delta is not None:
         apply_delta(pipe.unet, delta, model_fingerprint(base))
     return pipe
 
 
-def _load_base(spec: str, *, device: str | None, dtype: str | None):
+def pickled_weights(folder: Path) -> list[Path]:
+    """Weight files of a diffusers folder that only a pickle holds: its components' ``.bin``,
+    ``.ckpt``, ``.pt`` or ``.pth`` files, in those components that have no ``.safetensors``."""
+    folder = Path(folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    found = []
+    for name, value in sorted(index.items()):
+        sub = folder / name
+        if name.startswith("_") or not isinstance(value, list) or not sub.is_dir():
+            continue
+        if not any(sub.glob("*.safetensors")):
+            found += sorted(f for f in sub.iterdir() if f.suffix in PICKLE_SUFFIXES)
+    return found
+
+
+def _load_base(spec: str, *, device: str | None, dtype: str | None, allow_pickle: bool = False):
     from diffusers import DiffusionPipeline
     from diffusers.utils import logging as dlog
 
@@ -114,18 +181,36 @@ def _load_base(spec: str, *, device: str | None, dtype: str | None):
             raise EraseError(
                 f"model {spec} is a {cls or 'unknown'} pipeline; erase works on {' and '.join(_PIPELINES)}"
             )
+        pickled = pickled_weights(target)
+        if pickled and not allow_pickle:
+            raise EraseError(
+                f"model {spec} holds pickled weights ({pickled[0].relative_to(target)}), which erase does "
+                "not load: save them as safetensors, or pass --allow-pickle to unpickle them "
+                "(only for files you trust: unpickling can run code)"
+            )
+        for f in pickled:
+            sys.stderr.write(f"erase: unpickling {f} (--allow-pickle)\n")
     verbosity = dlog.get_verbosity()
     dlog.set_verbosity_error()  # diffusers' progress noise; real problems still raise
     try:
-        pipe = DiffusionPipeline.from_pretrained(str(target), dtype=dt, use_safetensors=True)
+        # None lets diffusers fall back to pickles when there are no safetensors (hub ids too).
+        pipe = DiffusionPipeline.from_pretrained(
+            str(target), dtype=dt, use_safetensors=None if allow_pickle else True
+        )
     except EraseError:
         raise
     except Exception as e:  # from_pretrained raises OSError, ValueError, HF errors...
         msg = str(e).splitlines()[0] if str(e) else e.__class__.__name__
         if isinstance(target, str):
+            hint = (
+                "; it may have no safetensors weights: pass --allow-pickle to unpickle them "
+                "(only for files you trust)"
+                if "safetensors" in msg.lower() and not allow_pickle
+                else ""
+            )
             raise EraseError(
                 f"could not load hub model {spec} ({msg}); with no network, download it "
-                "first (huggingface-cli download) or pass a local diffusers folder"
+                f"first (huggingface-cli download) or pass a local diffusers folder{hint}"
             ) from None
         raise EraseError(
             f"could not load model folder {spec} ({msg}); it must hold safetensors weights saved by diffusers"

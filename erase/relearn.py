@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from erase import distributed
+from erase.checkpoint import Checkpointer
 from erase.data import EncodedSet, ImageSet, encode_set
 from erase.data import load_image_folder as _load_folder
 from erase.diffusion import diffusion_loss
@@ -112,11 +114,12 @@ def relearn(
     changed: Sequence[str] = (),
     progress: bool = True,
     start: dict | None = None,
+    checkpoint: Checkpointer | None = None,
 ) -> dict:
     """Fine-tune ``pipe.unet`` in place on ``data``; ``evaluate()`` (a point: accuracy per concept)
     runs at step 0 and every ``cfg.eval_every`` steps. ``start`` is the step-0 point when the caller
     already has it (every run of a comparison starts from the same weights). Returns the curve and
-    the losses."""
+    the losses. ``checkpoint`` makes the run resumable, its curve included."""
     unet, sched = pipe.unet, pipe.scheduler
     params = relearn_parameters(unet, cfg.params, changed)
     trainable = sum(p.numel() for p in params.values())
@@ -159,6 +162,9 @@ def relearn(
             desc=f"relearn {cfg.optimizer} lr={cfg.lr:g}",
             progress=progress,
             after_step=after_step,
+            generators=(gen,),
+            extra={"curve": curve},
+            checkpoint=checkpoint,
         )
     except NonFiniteLoss as e:
         # A learning rate that blows up is a result of the sweep, not a crash: the run is
@@ -194,7 +200,13 @@ class Evaluator:
         for concept, seeds in self.plan:
             prompts = list(concept.heldout)
             images = generate(
-                self.pipe, prompts, seeds, steps=self.steps, guidance=self.guidance, progress=False
+                self.pipe,
+                prompts,
+                seeds,
+                steps=self.steps,
+                guidance=self.guidance,
+                progress=False,
+                split=True,
             )
             res = classify_concept(
                 self.judge, concept, images, [p for p in prompts for _ in seeds], self.classifiers
@@ -213,12 +225,21 @@ def attack(
     *,
     changed: Sequence[str] = (),
     progress: bool = True,
+    on_done: Callable[[RelearnConfig, list[str]], None] | None = None,
+    checkpoint: Checkpointer | None = None,
 ) -> list[dict]:
-    """Run every config from the UNet's current weights, restoring them between runs.
+    """Run every config from the UNet's current weights, restoring them between runs; with
+    ``checkpoint``, a resumed attack replays its finished runs and goes on with the unfinished one.
 
     Only the trained tensors are copied (every config of one comparison trains the same set), so an
     attack on Stable Diffusion's cross-attention does not hold a second UNet. The starting point is
-    evaluated once and shared by every run.
+    evaluated once and shared by every run. ``on_done(cfg, names)`` is called with the relearned
+    weights still in place (e.g. to save them for an audit); ``names`` are the tensors that differ
+    from the base model: the trained ones and the erasure's.
+
+    Under ``accelerate launch`` the start is evaluated by all processes together, then each process
+    runs its own contiguous share of ``configs`` (``on_done`` and ``checkpoint`` see only that
+    share) and every process returns all the runs, in config order.
     """
     sets = {c.params for c in configs}
     if len(sets) != 1:
@@ -228,10 +249,26 @@ def attack(
     pipe.unet.eval()
     start = evaluate()
     runs = []
+
+    def evaluate_alone() -> dict:
+        with distributed.alone():  # every process is busy with its own configs
+            return evaluate()
+
     try:
-        for cfg in configs:
-            out = relearn(pipe, data, cfg, evaluate, changed=changed, progress=progress, start=start)
+        for cfg in distributed.share(configs):  # all of them, unless launched as several processes
+            out = relearn(
+                pipe,
+                data,
+                cfg,
+                evaluate_alone,
+                changed=changed,
+                progress=progress,
+                start=start,
+                checkpoint=checkpoint,
+            )
             runs.append({"config": asdict(cfg), **out})
+            if on_done is not None:
+                on_done(cfg, list(dict.fromkeys([*changed, *params])))
             with torch.no_grad():
                 for k, p in params.items():
                     p.copy_(saved[k])
@@ -239,7 +276,7 @@ def attack(
         with torch.no_grad():  # leave the caller's model as it was, even after an error
             for k, p in params.items():
                 p.copy_(saved[k])
-    return runs
+    return distributed.gather(runs)
 
 
 def steps_to_resurgence(curve: Sequence[dict], concept: str, original: float, tau: float) -> int | None:

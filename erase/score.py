@@ -17,6 +17,7 @@ from PIL import Image
 
 from erase.concepts import Concept, Group
 from erase.generate import generate
+from erase.tokens import check_pipeline_prompts, check_tokenized
 
 
 @dataclass
@@ -34,6 +35,9 @@ class ZeroShotClassifier:
     def build(cls, model, tokenizer, group: Group, preprocess, device="cpu") -> ZeroShotClassifier:
         if preprocess is None:
             preprocess = toy_preprocess()
+        check_tokenized(
+            tokenizer, [t.format(label) for label in group.labels for t in group.templates], reader="judge"
+        )
         weights = build_zero_shot_classifier(
             model,
             tokenizer,
@@ -95,6 +99,7 @@ def image_features(
 @torch.no_grad()
 def clip_score(judge, images: Sequence[Image.Image], prompts: Sequence[str], features=None) -> float:
     """Mean of 100 * max(cos(image, prompt), 0), the usual CLIP score."""
+    check_tokenized(judge.tokenizer, prompts, reader="judge")
     f = (
         features
         if features is not None
@@ -102,6 +107,16 @@ def clip_score(judge, images: Sequence[Image.Image], prompts: Sequence[str], fea
     )
     t = F.normalize(judge.model.encode_text(judge.tokenizer(list(prompts)).to(judge.device)).float(), dim=-1)
     return float((100 * (f * t).sum(-1)).clamp(min=0).mean())
+
+
+def _classifier(judge, concept: Concept, cache: dict) -> ZeroShotClassifier:
+    """The zero-shot classifier of ``concept``'s group, built once per group into ``cache``."""
+    g = concept.group.name
+    if g not in cache:
+        cache[g] = ZeroShotClassifier.build(
+            judge.model, judge.tokenizer, concept.group, judge.preprocess, judge.device
+        )
+    return cache[g]
 
 
 def classify_concept(
@@ -113,13 +128,7 @@ def classify_concept(
     seed: int = 0,
 ) -> dict:
     """Accuracy (with interval), prediction counts and CLIP score of images meant to show ``concept``."""
-    classifiers = {} if classifiers is None else classifiers
-    g = concept.group.name
-    if g not in classifiers:
-        classifiers[g] = ZeroShotClassifier.build(
-            judge.model, judge.tokenizer, concept.group, judge.preprocess, judge.device
-        )
-    clf = classifiers[g]
+    clf = _classifier(judge, concept, {} if classifiers is None else classifiers)
     feats = clf.image_features(images)
     probs = clf.probs(features=feats)
     pred = [clf.group.labels[i] for i in probs.argmax(-1).tolist()]
@@ -127,7 +136,7 @@ def classify_concept(
     lo, hi = bootstrap_ci(hits, seed=seed)
     return {
         "concept": concept.name,
-        "group": g,
+        "group": concept.group.name,
         "n": len(images),
         "accuracy": float(hits.mean()),
         "ci95": [lo, hi],
@@ -152,14 +161,29 @@ def score_concepts(
     """Generate each concept's held-out prompts under ``seeds`` and classify them.
 
     Returns ``{"concepts": {name: result}, "settings": {...}}``; with ``keep_images`` each result
-    also carries its images (not JSON-serialisable; drop them before writing).
+    also carries its images (not JSON-serialisable; drop them before writing). Under ``accelerate
+    launch`` the images are split across processes (see ``erase.generate.generate``) and every
+    process returns the same result.
     """
+    # Every prompt and classifier is checked before the first image, so that a concept late in
+    # the list cannot fail after minutes of generation.
     classifiers: dict = {}
+    for concept in concepts:
+        check_pipeline_prompts(pipe, concept.heldout)
+        check_tokenized(judge.tokenizer, concept.heldout, reader="judge")
+        _classifier(judge, concept, classifiers)
     results = {}
     for concept in concepts:
         prompts = list(concept.heldout)
         images = generate(
-            pipe, prompts, seeds, steps=steps, guidance=guidance, batch_size=batch_size, progress=progress
+            pipe,
+            prompts,
+            seeds,
+            steps=steps,
+            guidance=guidance,
+            batch_size=batch_size,
+            progress=progress,
+            split=True,
         )
         per_image_prompts = [p for p in prompts for _ in seeds]
         res = classify_concept(judge, concept, images, per_image_prompts, classifiers)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from erase.checkpoint import Checkpointer
 from erase.concepts import Concept
 from erase.delta import model_fingerprint, save_delta
 from erase.errors import EraseError
@@ -74,8 +75,10 @@ def run_method(
     overrides: dict | None = None,
     seed: int = 0,
     progress: bool = True,
+    checkpoint: Checkpointer | None = None,
 ) -> EditOutcome:
-    """Edit ``pipe.unet`` in place with a registered method."""
+    """Edit ``pipe.unet`` in place with a registered method; ``checkpoint`` makes it resumable
+    (see ``erase.checkpoint``)."""
     if seed < 0:
         raise EraseError(f"seed must be non-negative, got {seed}")
     method = get_method(method_name)
@@ -84,7 +87,7 @@ def run_method(
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     t0 = time.time()
-    log = method.module.edit(pipe, inputs, cfg, seed=seed, progress=progress)
+    log = method.module.edit(pipe, inputs, cfg, seed=seed, progress=progress, checkpoint=checkpoint)
     return EditOutcome(method, cfg, log, time.time() - t0, peak_memory_mb())
 
 

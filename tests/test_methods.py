@@ -130,6 +130,27 @@ def test_bad_inputs_are_refused(bad, match):
         EraseInputs(**bad)
 
 
+UNTRAINING = [n for n, m in REGISTRY.items() if m.kind == "untraining"]
+
+
+@pytest.mark.parametrize("name", UNTRAINING)
+def test_untraining_methods_refuse_an_empty_forget_set_and_change_nothing(name):
+    pipe = tiny.sd1()
+    before = snapshot(pipe.unet)
+    for forget in (None, ImageSet((), ())):
+        inputs = EraseInputs(forget=forget, retain=INPUTS.retain)
+        with pytest.raises(EraseError, match=f"{name} needs a forget set"):
+            run_method(pipe, name, inputs, overrides=fast(name), progress=False)
+    assert all(torch.equal(v, before[k]) for k, v in pipe.unet.state_dict().items())
+
+
+def test_every_method_has_a_kind_and_toy_settings_it_accepts():
+    assert {m.kind for m in REGISTRY.values()} == {"unlearning", "untraining"}
+    assert set(UNTRAINING) == {"ga", "graddiff", "ft", "rl", "salun", "ieu", "hamu"}
+    for m in REGISTRY.values():
+        m.config(toy=True)  # a toy setting the config refuses would break every toy run
+
+
 def test_unknown_methods_and_settings_are_refused():
     with pytest.raises(EraseError, match="unknown method 'esd-z'"):
         get_method("esd-z")

@@ -87,11 +87,45 @@ def test_hub_id_without_network_or_cache_says_how_to_fix(monkeypatch, tmp_path):
         load_pipeline("nobody/no-such-model")
 
 
-def test_pickled_weights_are_not_loaded(tmp_path):
+def test_pickled_weights_are_refused_unless_allowed_by_name(tmp_path, capsys):
     pipe = tiny.sd1()
+    pipe.set_progress_bar_config(disable=True)
     pipe.save_pretrained(tmp_path / "p", safe_serialization=False)
-    with pytest.raises(EraseError, match="safetensors"):
+    with pytest.raises(
+        EraseError, match=r"pickled weights \(unet/diffusion_pytorch_model\.bin\).*--allow-pickle"
+    ) as e:
         load_pipeline(str(tmp_path / "p"))
+    assert "\n" not in str(e.value)
+    loaded = load_pipeline(str(tmp_path / "p"), device="cpu", allow_pickle=True)
+    assert "unpickling" in capsys.readouterr().err
+    assert np.array_equal(_images(loaded), _images(pipe))
+
+
+def test_checkpoint_files_are_refused_and_safetensors_win(tmp_path):
+    tiny.sd1().save_pretrained(tmp_path / "p")
+    unet = tmp_path / "p" / "unet"
+    (unet / "model.ckpt").write_bytes(b"not read")
+    load_pipeline(str(tmp_path / "p"), device="cpu")  # beside safetensors a pickle is never read
+    for f in unet.glob("*.safetensors"):
+        f.unlink()
+    with pytest.raises(EraseError, match=r"\(unet/model\.ckpt\).*--allow-pickle"):
+        load_pipeline(str(tmp_path / "p"))
+
+
+def test_hub_ids_ask_for_safetensors_only(monkeypatch):
+    from diffusers import DiffusionPipeline
+
+    seen = []
+
+    def fake(*args, **kwargs):
+        seen.append(kwargs.get("use_safetensors"))
+        raise OSError("offline")
+
+    monkeypatch.setattr(DiffusionPipeline, "from_pretrained", fake)
+    for allow in (False, True):
+        with pytest.raises(EraseError, match="could not load hub model"):
+            load_pipeline("someone/some-model", allow_pickle=allow)
+    assert seen == [True, None]
 
 
 def test_judge_specs(tmp_path):

@@ -74,6 +74,36 @@ def test_images_without_captions_are_refused(tmp_path):
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
     with pytest.raises(EraseError, match=r"forget folder .* has no captions.txt"):
         resolve_sets(str(tmp_path), None)
+    (tmp_path / "captions.txt").write_text("a.png\t\n")  # listed, but with no caption
+    with pytest.raises(EraseError, match="every line needs a file name and a caption"):
+        resolve_sets(str(tmp_path), None)
+    (tmp_path / "captions.txt").unlink()
+    (tmp_path / "metadata.jsonl").write_text('{"file_name": "a.png"}\n')
+    with pytest.raises(EraseError, match="every line needs a file name and a caption"):
+        resolve_sets(str(tmp_path), None)
+
+
+def caption_folder(folder, colours):
+    from PIL import Image
+
+    folder.mkdir()
+    for c in colours:
+        Image.new("RGB", (8, 8), c).save(folder / f"{c}.png")
+    (folder / "captions.txt").write_text("".join(f"{c}.png\ta {c} square\n" for c in colours))
+    return str(folder)
+
+
+def test_folder_sets_refuse_an_empty_forget_set_and_a_retain_set_inside_it(tmp_path):
+    forget = caption_folder(tmp_path / "f", ["red", "blue"])
+    with pytest.raises(EraseError, match="retain set lies entirely inside the forget set"):
+        resolve_sets(forget, caption_folder(tmp_path / "r", ["blue"]))
+    # A partial overlap: forgetting wins, the shared pair is only forgotten.
+    f, r = resolve_sets(forget, caption_folder(tmp_path / "r2", ["blue", "green"]))
+    assert len(f.images) == 2 and r.prompts == ("a green square",) and f.ids is None
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "captions.txt").write_text("\n")
+    with pytest.raises(EraseError, match="lists no images"):
+        resolve_sets(str(tmp_path / "empty"), None)
 
 
 # HAMU's update ----------------------------------------------------------------------------------
@@ -194,10 +224,25 @@ def test_data_command_writes_an_untraining_delta_and_its_metrics(tmp_path, capsy
 DATA_BAD = [
     (["--method", "esd-x"], "concept-level (unlearning) method; use `erase concept`"),
     (["--method", "nope"], "unknown method 'nope'"),
+    (["--forget", ""], "the forget set is empty"),
     (["--forget", "toy:ids=99999"], "out of range"),
+    (["--forget", "toy:ids=0:color=blue"], "names no training sample"),  # sample 0 is red
     (["--forget", "toy:ids=1,2", "--retain", "toy:ids=1,2"], "entirely inside the forget set"),
     (["--set", "alpha=-1", "--method", "graddiff"], "alpha must be >= 0"),
+    (["--set", "lr=fast"], "lr must be a number, got 'fast'"),
 ]
+
+
+def test_set_reads_numbers_written_without_a_dot():
+    from erase.cli import _parse_sets
+
+    # YAML 1.1 alone reads 1e-5 as a string, which the config would then refuse.
+    assert _parse_sets(["lr=1e-5", "budget=2E-2", "params=all", "steps=3"]) == {
+        "lr": 1e-5,
+        "budget": 0.02,
+        "params": "all",
+        "steps": 3,
+    }
 
 
 @pytest.mark.parametrize("extra,message", DATA_BAD, ids=[m[:30] for _, m in DATA_BAD])
@@ -208,3 +253,21 @@ def test_bad_data_input_is_one_line_exit_2(extra, message, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_concept_wide_forget_set_is_scored_against_the_unlearning_oracle():
+    from erase.cli import _forget_oracle
+    from erase.untrain import describe_oracle, oracle_kind
+
+    found = {}
+    for spec in ("toy:color=red", "toy:color=red:n=32"):
+        path, key = _forget_oracle(spec, toy_ids(spec, seed=0))
+        assert path is not None, f"the shipped oracle for {spec} is missing"
+        found[spec] = (key, oracle_kind(f"toy+{path}"))
+    assert found["toy:color=red"] == ("color=red", "unlearning")
+    assert found["toy:color=red:n=32"][0].startswith("ids32-")
+    assert found["toy:color=red:n=32"][1] == "untraining"
+    line = describe_oracle("untraining", "toy+color=red", "unlearning")
+    assert "(unlearning oracle)" in line and "every training sample of a concept" in line
+    assert describe_oracle("untraining", None, None).endswith("none (scores without the ideal reference)")
+    assert oracle_kind("toy") is None

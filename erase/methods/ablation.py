@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from erase.checkpoint import Checkpointer
 from erase.diffusion import diffusion_loss, encode_prompts, predict, sample_timesteps
 from erase.errors import EraseError
 from erase.layers import select_parameters
@@ -75,7 +76,15 @@ def _anchor_latents(pipe, targets, anchors, cfg: Config, seed: int, progress: bo
     return torch.cat(lat)
 
 
-def edit(pipe, inputs: EraseInputs, cfg: Config, *, seed: int, progress: bool = True) -> dict:
+def edit(
+    pipe,
+    inputs: EraseInputs,
+    cfg: Config,
+    *,
+    seed: int,
+    progress: bool = True,
+    checkpoint: Checkpointer | None = None,
+) -> dict:
     # 1. Check inputs: ablation needs somewhere to map the concept to.
     if not inputs.targets:
         raise EraseError("ca needs at least one target prompt")
@@ -133,6 +142,8 @@ def edit(pipe, inputs: EraseInputs, cfg: Config, *, seed: int, progress: bool = 
         optimizer=cfg.optimizer,
         desc="ca",
         progress=progress,
+        generators=(gen,),
+        checkpoint=checkpoint,
     )
     return {
         "params": sorted(params),

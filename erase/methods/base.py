@@ -1,21 +1,25 @@
 """What every method receives and returns, and the one fine-tuning loop the gradient methods share.
 
 A method is a module with ``KIND`` (``"unlearning"`` or ``"untraining"``), a frozen ``Config``
-dataclass and ``edit(pipe, inputs, cfg, *, seed, progress) -> dict``, which edits ``pipe.unet`` in
-place and returns a log with at least ``"params"``: the names of the parameters it may have changed.
+dataclass and ``edit(pipe, inputs, cfg, *, seed, progress, checkpoint) -> dict``, which edits
+``pipe.unet`` in place and returns a log with at least ``"params"``: the names of the parameters it
+may have changed. ``checkpoint`` (``erase.checkpoint.Checkpointer`` or None) goes to ``fit``, with
+the generators the loss draws from, so that an interrupted edit can resume.
 Concept-level and data-level methods share this signature and differ only in which fields of
 ``EraseInputs`` they read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from tqdm.auto import tqdm
 
+from erase.checkpoint import Checkpointer, LoopState, loop_tag
 from erase.data import ImageSet
 from erase.errors import EraseError
 
@@ -55,6 +59,8 @@ def require_positive(where: str, cfg, *names: str) -> None:
     """Config validation shared by the methods: each named field must be > 0."""
     for name in names:
         value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise EraseError(f"{where}: {name} must be a number, got {value!r}")
         if not value > 0:
             raise EraseError(f"{where}: {name} must be positive, got {value}")
 
@@ -139,6 +145,9 @@ def fit(
     after_step: Callable[[int], None] | None = None,
     guard: Callable[[int], str | None] | None = None,
     step_fn: Callable[[int], None] | None = None,
+    generators: Sequence[torch.Generator] = (),
+    extra: dict[str, list] | None = None,
+    checkpoint: Checkpointer | None = None,
 ) -> list[float]:
     """Gradient steps on ``params`` (of ``module``) with ``loss_fn(step)``; returns the loss per step.
 
@@ -152,25 +161,41 @@ def fit(
     runs after the loss is computed and before the step; a message from it stops the loop with
     ``Diverged`` (see ``DivergenceGuard``). ``step_fn(step)`` replaces the optimizer's step for
     methods whose update is not a gradient step (HAMU, IEU's noise): it reads ``p.grad``.
+
+    ``checkpoint`` (``erase.checkpoint.Checkpointer``) saves the loop's state every few steps and
+    on SIGTERM, and restores it when resuming. For that it must see all the loop's state: the
+    ``generators`` ``loss_fn`` draws from, and in ``extra`` the lists that ``loss_fn`` or
+    ``after_step`` append to (JSON-able; restored in place).
     """
     if steps <= 0:
         raise EraseError(f"steps must be positive, got {steps}")
     plist = list(params.values())
     opt = make_optimizer(plist, optimizer, lr) if step_fn is None else None
-    losses: list[float] = []
+    state = LoopState(params, opt, tuple(generators), extra or {})
+    tag = loop_tag(desc, steps, lr, optimizer if step_fn is None else "own step", params)
     module.requires_grad_(False)
     for p in plist:
         p.requires_grad_(True)
     module.train()
     try:
-        _loop(opt, plist, loss_fn, steps, desc, progress, grad_hook, after_step, guard, step_fn, losses)
+        looping = (
+            contextlib.nullcontext()
+            if checkpoint is None
+            else checkpoint.loop(state, desc=desc, tag=tag, steps=steps)
+        )
+        with looping:
+            if not state.finished:
+                _loop(
+                    state, loss_fn, steps, desc, progress, grad_hook, after_step, guard, step_fn, checkpoint
+                )
     finally:
         module.eval().requires_grad_(False)
-    return losses
+    return state.losses
 
 
-def _loop(opt, plist, loss_fn, steps, desc, progress, grad_hook, after_step, guard, step_fn, losses) -> None:
-    bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False)
+def _loop(state, loss_fn, steps, desc, progress, grad_hook, after_step, guard, step_fn, checkpoint) -> None:
+    plist, opt, losses = list(state.params.values()), state.optimizer, state.losses
+    bar = tqdm(range(state.step, steps), desc=desc, disable=not progress, leave=False, initial=state.step)
     for step in bar:
         loss = loss_fn(step)
         kept = f"stopped and kept the weights of step {step - 1}" if step else "stopped before any step"
@@ -202,6 +227,9 @@ def _loop(opt, plist, loss_fn, steps, desc, progress, grad_hook, after_step, gua
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
         if after_step is not None:
             after_step(step)
+        state.step = step + 1
+        if checkpoint is not None:
+            checkpoint.step_done(state)
 
 
 class Batches:
@@ -264,6 +292,7 @@ class AscentObjective:
             self.params.values(), loss_limit=cfg.max_forget_loss, weight_factor=cfg.max_weight_growth
         )
         self.forget_losses: list[float] = []
+        self.extra = {"forget_losses": self.forget_losses}  # what fit() must checkpoint with the loop
 
     def __call__(self, step: int) -> torch.Tensor:
         lf = self.forget.loss()

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
+from erase.checkpoint import Checkpointer
 from erase.diffusion import Conditioning, encode_prompts, predict, sample_trajectories
 from erase.errors import EraseError
 from erase.layers import select_parameters
@@ -125,7 +126,15 @@ def _bank(
     )
 
 
-def edit(pipe, inputs: EraseInputs, cfg: Config, *, seed: int, progress: bool = True) -> dict:
+def edit(
+    pipe,
+    inputs: EraseInputs,
+    cfg: Config,
+    *,
+    seed: int,
+    progress: bool = True,
+    checkpoint: Checkpointer | None = None,
+) -> dict:
     # 1. Check inputs.
     if not inputs.targets:
         raise EraseError("esd needs at least one target prompt")
@@ -171,6 +180,8 @@ def edit(pipe, inputs: EraseInputs, cfg: Config, *, seed: int, progress: bool = 
         optimizer=cfg.optimizer,
         desc=f"esd-{cfg.params}",
         progress=progress,
+        generators=(gen,),
+        checkpoint=checkpoint,
     )
     return {
         "params": sorted(params),

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from erase.checkpoint import Checkpointer
 from erase.layers import select_parameters
 from erase.methods.base import Batches, EraseInputs, fit, require_param_set, require_positive, require_sets
 
@@ -29,10 +30,23 @@ class Config:
         require_positive("ft", self, "steps", "lr", "batch_size")
 
 
-TOY = {"lr": 1e-4, "steps": 60}
+# Tuned on toy:color=red:n=32 against its untraining oracle (bench/untrain_table.py, 60 steps):
+# every lr lowers the retain loss (0.105 -> 0.080 at 1e-5, 0.052 at 1e-4: the toy UNet is not at a
+# minimum) and moves away from the oracle, which shares the original's recipe: 3.4x the original's
+# distance at 1e-5, 8.7x at 3e-5, 14x at 1e-4. FT should end near the oracle, so the smallest (the
+# paper's 1e-5) it is; the forget loss falls with the retain loss (MIA AUC 0.52): no forgetting.
+TOY = {"lr": 1e-5, "steps": 60}
 
 
-def edit(pipe, inputs: EraseInputs, cfg: Config, *, seed: int, progress: bool = True) -> dict:
+def edit(
+    pipe,
+    inputs: EraseInputs,
+    cfg: Config,
+    *,
+    seed: int,
+    progress: bool = True,
+    checkpoint: Checkpointer | None = None,
+) -> dict:
     require_sets("ft", inputs, retain=True)
     gen = torch.Generator().manual_seed(seed)
     pipe.unet.eval()
@@ -47,6 +61,8 @@ def edit(pipe, inputs: EraseInputs, cfg: Config, *, seed: int, progress: bool = 
         optimizer=cfg.optimizer,
         desc="ft",
         progress=progress,
+        generators=(gen,),
+        checkpoint=checkpoint,
     )
     return {
         "params": sorted(params),

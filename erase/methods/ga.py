@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from erase.checkpoint import Checkpointer
 from erase.methods.base import (
     AscentObjective,
     EraseInputs,
@@ -47,7 +48,15 @@ class Config:
 TOY = {"lr": 1e-4, "steps": 20}  # at 60 steps ascent crossed the guard (forget loss 1.38 at step 23)
 
 
-def edit(pipe, inputs: EraseInputs, cfg: Config, *, seed: int, progress: bool = True) -> dict:
+def edit(
+    pipe,
+    inputs: EraseInputs,
+    cfg: Config,
+    *,
+    seed: int,
+    progress: bool = True,
+    checkpoint: Checkpointer | None = None,
+) -> dict:
     name = "graddiff" if cfg.alpha > 0 else "ga"
     objective = AscentObjective(pipe, inputs, cfg, seed=seed, name=name, retain_weight=cfg.alpha)
     losses = fit(
@@ -60,5 +69,8 @@ def edit(pipe, inputs: EraseInputs, cfg: Config, *, seed: int, progress: bool = 
         desc=name,
         progress=progress,
         guard=objective.guard,
+        generators=(objective.gen,),
+        extra=objective.extra,
+        checkpoint=checkpoint,
     )
     return objective.log(losses)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
+from erase.checkpoint import Checkpointer
 from erase.diffusion import encode_prompts
 from erase.errors import EraseError
 from erase.layers import kv_linears, select_parameters
@@ -87,7 +88,16 @@ def _pairs(pipe, targets: list[str], guides: list[str]) -> tuple[torch.Tensor, t
 
 
 @torch.no_grad()
-def edit(pipe, inputs: EraseInputs, cfg: Config, *, seed: int, progress: bool = True) -> dict:
+def edit(
+    pipe,
+    inputs: EraseInputs,
+    cfg: Config,
+    *,
+    seed: int,
+    progress: bool = True,
+    checkpoint: Checkpointer | None = None,
+) -> dict:
+    del checkpoint  # a closed form takes seconds: there is no loop to resume
     # 1. Check inputs.
     if not inputs.targets:
         raise EraseError("uce needs at least one target prompt")

@@ -86,7 +86,8 @@ class ToyTrainConfig:
                 raise EraseError(f"toy training: {name} must be positive, got {getattr(self, name)}")
         bad = [s for s in self.stages if s not in STAGES]
         if bad or not self.stages:
-            raise EraseError(f"toy training: stages must be a non-empty subset of {', '.join(STAGES)}")
+            got = f"unknown stage {bad[0]!r}" if bad else "no stage"
+            raise EraseError(f"toy training: {got}; --stages takes some of {', '.join(STAGES)}")
 
 
 def _lr(step: int, total: int, peak: float, warmup: int = 50) -> float:
