@@ -74,14 +74,23 @@ def test_gradient_ascent_raises_the_forget_loss_and_moves_away_from_the_oracle(o
     assert after["distance_to_oracle"] > 2 * before["distance_to_oracle"], (before, after)
 
 
-@pytest.mark.slow  # about 65 s: two HAMU runs, two backward passes a step
-def test_hamu_tells_an_easy_pair_from_a_hard_one(probes):
+@pytest.mark.slow  # about 3 minutes: two HAMU runs (two backward passes a step) and the judge
+def test_hamu_tells_an_easy_pair_from_a_hard_one_and_the_easy_pair_keeps_more(probes, toy_judge, toy_book):
     forget, _, _ = probes
-    logs, damage = {}, {}
-    for name, retain_spec in {
-        "easy": "toy:color=blue:shape=square:n=64",
-        "hard": "toy:color=red:n=64",
-    }.items():
+    pairs = {  # retain set, and the concepts it shows
+        "easy": ("toy:color=blue:shape=square:n=64", ["blue", "square"]),  # nothing shared with red
+        "hard": ("toy:color=red:n=64", ["red"]),  # other red samples: the colour is shared
+    }
+
+    def accuracy(pipe, names):
+        res = score_concepts(
+            pipe, toy_judge, [toy_book.get(n) for n in names], seeds=[1000, 1001], steps=10, progress=False
+        )
+        return {n: r["accuracy"] for n, r in res["concepts"].items()}
+
+    base = accuracy(load_pipeline("toy", device="cpu"), ["red", "blue", "square"])
+    logs, forget_rise, retain_change, acc_drop = {}, {}, {}, {}
+    for name, (retain_spec, shown) in pairs.items():
         _, retain = resolve_sets(FORGET, retain_spec, seed=0)
         pipe = load_pipeline("toy", device="cpu")
         probe = {"forget": Probe.make(encode_set(pipe, forget), pipe.scheduler, seed=0)}
@@ -90,11 +99,18 @@ def test_hamu_tells_an_easy_pair_from_a_hard_one(probes):
         out = run_method(pipe, "hamu", EraseInputs(forget=forget, retain=retain), seed=0, progress=False)
         after = measure(pipe.unet, pipe.scheduler, probe, None)
         logs[name] = out.log
-        damage[name] = after["retain_loss"] - before["retain_loss"]
+        forget_rise[name] = after["forget_loss"] / before["forget_loss"] - 1
+        retain_change[name] = after["retain_loss"] / before["retain_loss"] - 1
+        now = accuracy(pipe, shown)
+        acc_drop[name] = max(base[c] - now[c] for c in shown)
     k_easy = torch.tensor(logs["easy"]["kappa"]).mean()
     k_hard = torch.tensor(logs["hard"]["kappa"]).mean()
-    assert k_hard > k_easy + 0.1, (k_easy, k_hard)
-    # Measured: kappa 0.29 (easy) vs 0.48 (hard); at the toy's small B both were avoidable every
-    # step and both retain losses fell (-0.014, -0.017), so the verdicts agree and the retain cost
-    # does not separate them here: the README says so.
-    assert all(v["verdict"] for v in logs.values()) and set(damage) == {"easy", "hard"}
+    seen = (k_easy, k_hard, forget_rise, retain_change, acc_drop)
+    # Measured (toy settings: batches of 16, B = 0.05 lr): kappa 0.69 vs 0.85; forget loss +13% vs
+    # +10%; retain loss -12% vs +8%; the judge's accuracy on the retained concepts did not move in
+    # either (blue 1.00, square 0.96; red 1.00): the loss shows the cost, the judge not yet.
+    assert k_hard > k_easy + 0.1, seen
+    assert min(forget_rise.values()) > 0.03, seen  # both really forgot (the step's promise)
+    assert retain_change["easy"] < retain_change["hard"] - 0.1, seen  # the easy pair keeps more
+    assert acc_drop["easy"] <= acc_drop["hard"], seen
+    assert all(v["verdict"] for v in logs.values()), seen
