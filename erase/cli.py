@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from pathlib import Path
 
-from erase.errors import EraseError
+from erase import distributed
+from erase.errors import EraseError, Interrupted
 
 DEFAULT_EVAL_SEEDS = "1000-1007"
 # Relearning learning rates per optimizer: on the toy world (all parameters, batch 4) SGD at 0.1
 # wrecks the model and at 0.5 diverges; 0.03 is the largest that learns. Adam at 3e-4 is the setting
 # that brought an erased circle back within 12 steps when this was first measured.
 DEFAULT_LRS = {"sgd": (0.03,), "sgdm": (0.003,), "adam": (3e-4,), "adamw": (3e-4,)}
+CHECKPOINT_EVERY = 50  # erase.checkpoint.DEFAULT_EVERY, without importing torch for --help
 
 
 class _Parser(argparse.ArgumentParser):
@@ -76,6 +79,32 @@ def _model_args(p: argparse.ArgumentParser) -> None:
         default=None,
         choices=["fp32", "fp16", "bf16"],
         help="default: bf16/fp16 on CUDA, fp32 on CPU",
+    )
+    _pickle_arg(p)
+
+
+def _pickle_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="load .bin/.ckpt/.pt model weights by unpickling them (only for files you trust: "
+        "a pickle can run code); without it erase reads safetensors only",
+    )
+
+
+def _resume_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run from its last checkpoint (kept in OUT.partial/); "
+        "give the same --out and settings",
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=CHECKPOINT_EVERY,
+        metavar="N",
+        help=f"steps between checkpoints (default {CHECKPOINT_EVERY}); SIGTERM also writes one",
     )
 
 
@@ -147,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-score", action="store_true", help="skip before/after scoring")
     c.add_argument("--out", type=Path, help="run folder (default runs/concept-<concept>-<time>)")
     c.add_argument("--overwrite", action="store_true")
+    _resume_args(c)
 
     d = sub.add_parser(
         "data", help="untrain specific training data (data-level) and score it against its oracle"
@@ -178,10 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--eval-seeds", default="1000-1003")
     d.add_argument("--out", type=Path, help="run folder (default runs/data-<method>-<time>)")
     d.add_argument("--overwrite", action="store_true")
+    _resume_args(d)
 
     a = sub.add_parser("apply", help="write a full diffusers pipeline folder from a base model and a delta")
     a.add_argument("delta", help="a delta file or an erase run folder")
     a.add_argument("--model", default=None, help="base model (default: the one the delta records)")
+    _pickle_arg(a)
     a.add_argument("--out", type=Path, required=True)
     a.add_argument("--overwrite", action="store_true")
 
@@ -191,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--model", default=None, help="base model (default: the one the delta records)")
     r.add_argument("--device", default=None)
     r.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"])
+    _pickle_arg(r)
     r.add_argument("--optimizers", default="sgd,adam", help="comma-separated: sgd, sgdm, adam, adamw")
     r.add_argument(
         "--lrs",
@@ -227,8 +260,57 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--other-seeds", default="1000-1001", help="held-out seeds for the other concepts")
     r.add_argument("--eval-steps", type=int, default=10, help="sampling steps of evaluation images")
+    r.add_argument(
+        "--save-weights",
+        action="store_true",
+        help="also save each optimizer x lr's relearned weights (first seed) as a delta, for `erase audit`",
+    )
     r.add_argument("--out", type=Path, help="output folder (default RUN/relearn)")
     r.add_argument("--overwrite", action="store_true")
+    _resume_args(r)
+
+    u = sub.add_parser(
+        "audit", help="a grid of the same prompts and seeds drawn by the base, erased and relearned models"
+    )
+    u.add_argument("run", help="an erase run folder (or its delta file)")
+    u.add_argument("--concept", help="the erased concept (default: the one the run erased)")
+    u.add_argument("--model", default=None, help="base model (default: the one the delta records)")
+    u.add_argument("--device", default=None)
+    u.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"])
+    u.add_argument(
+        "--delta",
+        action="append",
+        default=[],
+        metavar="LABEL=PATH",
+        help="another column: a delta of the same base (repeatable); relearned weights saved by "
+        "`erase relearn --save-weights` under RUN/relearn are added by default",
+    )
+    u.add_argument(
+        "--relearned",
+        type=Path,
+        help="folder of relearned weights from `erase relearn --save-weights` (default RUN/relearn)",
+    )
+    u.add_argument("--no-relearned", action="store_true", help="leave out relearned weights")
+    u.add_argument("--seeds", default="1000-1001", help="seeds, the same in every column (default 1000-1001)")
+    u.add_argument(
+        "--erased-prompts", type=int, default=4, help="held-out prompts of the concept (default 4)"
+    )
+    u.add_argument("--neighbours", type=int, default=3, help="concepts of its group, one prompt each")
+    u.add_argument("--unrelated", type=int, default=2, help="prompts from other groups")
+    u.add_argument("--steps", type=int, default=25, help="sampling steps (default 25)")
+    u.add_argument("--guidance", type=float, default=7.5)
+    u.add_argument("--concepts", default="toy", help="concept file: a name under prompts/ or a YAML path")
+    u.add_argument("--judge", default="toy")
+    u.add_argument("--no-cache", action="store_true", help="redraw every image (default: reuse cached ones)")
+    u.add_argument("--out", type=Path, help="output folder (default RUN/audit)")
+    u.add_argument("--overwrite", action="store_true")
+
+    x = sub.add_parser("run", help="run the stages a pipeline file names, into one run folder with a report")
+    x.add_argument("file", help="a pipeline YAML file, e.g. pipelines/toy-red.yaml")
+    x.add_argument("--out", type=Path, help="run folder (default: the file's out, or runs/<name>)")
+    x.add_argument("--validate", action="store_true", help="only check the file; run nothing")
+    x.add_argument("--resume", action="store_true", help="skip the stages a failed run finished")
+    x.add_argument("--overwrite", action="store_true", help="replace a previous run in the folder")
 
     m = sub.add_parser("compare", help="steps to resurgence of several relearning runs side by side")
     m.add_argument("runs", nargs="+", help="relearning folders (or erase runs holding relearn/)")
@@ -316,10 +398,12 @@ def cmd_generate(args) -> dict:
     rec.prompts("prompts", texts=prompts, file=args.prompt_file)
 
     # 2. Load and generate.
-    pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
+    pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype, allow_pickle=args.allow_pickle)
     images = generate(
-        pipe, prompts, seeds, steps=args.steps, guidance=args.guidance, batch_size=args.batch_size
+        pipe, prompts, seeds, steps=args.steps, guidance=args.guidance, batch_size=args.batch_size, split=True
     )
+    if not distributed.is_main():
+        return {}
 
     # 3. Write images, grid (rows: prompts, columns: seeds) and record, all at once.
     files = []
@@ -374,7 +458,7 @@ def cmd_score(args) -> dict:
         rec.prompts(c.name, texts=c.heldout)
 
     # 2. Load, generate, classify.
-    pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
+    pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype, allow_pickle=args.allow_pickle)
     judge = load_judge(args.judge, device=args.device)
     res = score_concepts(
         pipe,
@@ -385,6 +469,8 @@ def cmd_score(args) -> dict:
         guidance=args.guidance,
         batch_size=args.batch_size,
     )
+    if not distributed.is_main():  # every process holds the scores; one prints and writes them
+        return res
     print(format_table(res, f"{args.model}: held-out prompts x {len(seeds)} seeds, judge {args.judge}"))
 
     # 3. Record.
@@ -392,6 +478,26 @@ def cmd_score(args) -> dict:
         write_json(tmp / "record.json", rec.finish(res, device=str(pipe.device)))
     print(f"record: {out / 'record.json'}")
     return res
+
+
+def _run(args, command: str, out: Path, rec, *, stable_out: bool = False):
+    """The run folder of a resumable command: its status, checkpoints and commit (``erase.checkpoint``)."""
+    from erase.checkpoint import Run
+
+    if args.resume and args.out is None and not stable_out:
+        raise EraseError("--resume needs --out: the folder of the run to continue")
+    if not distributed.is_main():
+        # The main process owns the run folder (status, its checkpoints, the commit); the
+        # others only compute their share and return before writing anything.
+        return distributed.Bystander()
+    return Run(
+        out,
+        command,
+        rec.data["config"],
+        resume=args.resume,
+        overwrite=args.overwrite,
+        every=args.checkpoint_every,
+    )
 
 
 def _parse_sets(items: list[str]) -> dict:
@@ -403,14 +509,18 @@ def _parse_sets(items: list[str]) -> dict:
         name, sep, value = item.partition("=")
         if not sep or not name.strip():
             raise EraseError(f"--set {item!r} must look like NAME=VALUE")
-        out[name.strip()] = yaml.safe_load(value)
+        parsed = yaml.safe_load(value)
+        # YAML 1.1 reads 1e-5 (no dot) as a string.
+        if isinstance(parsed, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", parsed):
+            parsed = float(parsed)
+        out[name.strip()] = parsed
     return out
 
 
 def cmd_concept(args) -> dict:
     from erase.concepts import load_concepts
     from erase.delta import DELTA_NAME
-    from erase.io import atomic_dir, check_writable, write_json
+    from erase.io import check_writable, write_json
     from erase.methods import get_method
     from erase.models import check_judge_spec, load_judge, load_pipeline
     from erase.record import RunRecord
@@ -458,44 +568,48 @@ def cmd_concept(args) -> dict:
     rec.prompts("targets", texts=inputs.targets)
     rec.prompts("anchors", texts=inputs.anchors)
     rec.prompts("preserve", texts=inputs.preserve)
+    run = _run(args, "concept", out, rec)
 
-    # 2. Load; score the base model.
-    pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
-    judge = None if args.no_score else load_judge(args.judge, device=args.device)
-    scored = [target, *keep]
+    with run:
+        # 2. Load; score the base model.
+        pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype, allow_pickle=args.allow_pickle)
+        judge = None if args.no_score else load_judge(args.judge, device=args.device)
+        scored = [target, *keep]
 
-    def score():
-        return score_concepts(pipe, judge, scored, seeds=seeds, steps=args.eval_steps)
+        def score():
+            return score_concepts(pipe, judge, scored, seeds=seeds, steps=args.eval_steps)
 
-    before = None if judge is None else score()
+        before = None if judge is None else score()
 
-    # 3. Erase.
-    outcome = run_method(pipe, method.name, inputs, overrides=overrides, seed=args.seed)
-    after = None if judge is None else score()
-
-    # 4. Write the delta and the record together.
-    results = {
-        "method_log": {k: v for k, v in outcome.log.items() if k != "params"},
-        "changed_tensors": len(outcome.params),
-        "before": before,
-        "after": after,
-        "toy_settings": is_toy_sized(pipe),
-        "config": outcome.config.__dict__,
-    }
-    with atomic_dir(out) as tmp:
-        write_delta(
-            tmp / DELTA_NAME,
-            pipe,
-            outcome,
-            base_spec=args.model,
-            seed=args.seed,
-            concepts={"erase": target.name, "preserve": [k.name for k in keep]},
+        # 3. Erase.
+        outcome = run_method(
+            pipe, method.name, inputs, overrides=overrides, seed=args.seed, checkpoint=run.checkpoint
         )
-        record = rec.finish(
-            results, trainable=outcome.log.get("trainable_parameters"), device=str(pipe.device)
-        )
-        write_json(tmp / "record.json", record)
-    print(_summary(target, keep, before, after, outcome, out))
+        after = None if judge is None else score()
+
+        # 4. Write the delta and the record together.
+        results = {
+            "method_log": {k: v for k, v in outcome.log.items() if k != "params"},
+            "changed_tensors": len(outcome.params),
+            "before": before,
+            "after": after,
+            "toy_settings": is_toy_sized(pipe),
+            "config": outcome.config.__dict__,
+        }
+        with run.commit() as tmp:
+            write_delta(
+                tmp / DELTA_NAME,
+                pipe,
+                outcome,
+                base_spec=args.model,
+                seed=args.seed,
+                concepts={"erase": target.name, "preserve": [k.name for k in keep]},
+            )
+            record = rec.finish(
+                results, trainable=outcome.log.get("trainable_parameters"), device=str(pipe.device)
+            )
+            write_json(tmp / "record.json", record)
+        print(_summary(target, keep, before, after, outcome, out))
     return record
 
 
@@ -530,16 +644,16 @@ def _forget_oracle(spec: str, ids: list[int]):
 
 def cmd_data(args) -> dict:
     from erase.concepts import load_concepts
-    from erase.data import encode_set, resolve_sets, toy_ids, toy_set
+    from erase.data import resolve_sets, toy_ids
     from erase.delta import DELTA_NAME
-    from erase.io import atomic_dir, check_writable, write_json
+    from erase.io import check_writable, write_json
     from erase.methods import get_method
     from erase.methods.base import EraseInputs
     from erase.models import check_judge_spec, load_judge, load_pipeline
     from erase.record import RunRecord
     from erase.score import score_concepts
     from erase.unlearn import run_method, write_delta
-    from erase.untrain import Probe, format_report, heldout_twins, measure, nearest_note
+    from erase.untrain import format_report, make_probes, measure, nearest_note, oracle_kind
 
     # 1. Check inputs before loading a model.
     method = get_method(args.method)
@@ -570,6 +684,7 @@ def cmd_data(args) -> dict:
         oracle_spec = None
     else:
         oracle_spec = args.oracle
+    o_kind = oracle_kind(oracle_spec)
     out = args.out or _default_out("data", method.name)
     check_writable(out, args.overwrite)
     rec = RunRecord(
@@ -582,6 +697,7 @@ def cmd_data(args) -> dict:
             "retain": retain_spec,
             "overrides": overrides,
             "oracle": oracle_spec,
+            "oracle_kind": o_kind,
             "reconstructed": bool(getattr(method.module, "RECONSTRUCTED", False)),
         },
         [args.seed],
@@ -589,88 +705,97 @@ def cmd_data(args) -> dict:
     rec.prompts("forget", texts=forget.prompts)
     if retain is not None:
         rec.prompts("retain", texts=retain.prompts)
+    run = _run(args, "data", out, rec)
 
-    # 2. Load; fixed probes; the original's and the oracle's numbers.
-    pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
-    sched = pipe.scheduler
-    probes = {"forget": Probe.make(encode_set(pipe, forget, "forget example"), sched, seed=args.seed)}
-    if f_ids:
-        from erase.toy.world import World
+    with run:
+        # 2. Load; fixed probes; the original's and the oracle's numbers.
+        pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype, allow_pickle=args.allow_pickle)
+        sched = pipe.scheduler
+        probes = make_probes(pipe, forget, retain, seed=args.seed)
+        judge = load_judge(args.judge, device=args.device) if scored else None
 
-        twins = toy_set(heldout_twins(f_ids), World(size=2 * World().size))
-        probes["heldout"] = Probe.make(encode_set(pipe, twins, "held-out example"), sched, seed=args.seed + 1)
-    if retain is not None:
-        probes["retain"] = Probe.make(encode_set(pipe, retain, "retain example"), sched, seed=args.seed + 2)
-    judge = load_judge(args.judge, device=args.device) if scored else None
+        def score(model):
+            # The same held-out prompts and seeds for the original, the edit and the oracle.
+            return (
+                score_concepts(model, judge, scored, seeds=seeds, steps=10, progress=False)
+                if scored
+                else None
+            )
 
-    def score(model):
-        # The same held-out prompts and seeds for the original, the edit and the oracle.
-        return score_concepts(model, judge, scored, seeds=seeds, steps=10, progress=False) if scored else None
+        rows, scores = {}, {}
+        oracle_preds = None
+        if oracle_spec:
+            opipe = load_pipeline(
+                oracle_spec, device=args.device, dtype=args.dtype, allow_pickle=args.allow_pickle
+            )
+            oracle_preds = probes["forget"].predictions(opipe.unet, sched)
+            rows["oracle"] = measure(opipe.unet, sched, probes, oracle_preds)
+            scores["oracle"] = score(opipe)
+            del opipe
+        elif toy_forget and args.oracle == "auto":
+            print(
+                f"no oracle cached for this forget set ({oracle_key}); build it with `erase toy oracle "
+                f"--forget '{args.forget}' --seed {args.seed}` (about 10 minutes) to score against the ideal"
+            )
+        rows["original"] = measure(pipe.unet, sched, probes, oracle_preds)
+        scores["original"] = score(pipe)
 
-    rows, scores = {}, {}
-    oracle_preds = None
-    if oracle_spec:
-        opipe = load_pipeline(oracle_spec, device=args.device, dtype=args.dtype)
-        oracle_preds = probes["forget"].predictions(opipe.unet, sched)
-        rows["oracle"] = measure(opipe.unet, sched, probes, oracle_preds)
-        scores["oracle"] = score(opipe)
-        del opipe
-    elif toy_forget and args.oracle == "auto":
+        # 3. Untrain.
+        inputs = EraseInputs(forget=forget, retain=retain)
+        outcome = run_method(
+            pipe, method.name, inputs, overrides=overrides, seed=args.seed, checkpoint=run.checkpoint
+        )
+        rows["edited"] = measure(pipe.unet, sched, probes, oracle_preds)
+        scores["edited"] = score(pipe)
+        table = format_report(
+            {k: rows[k] for k in ("original", "edited", "oracle") if k in rows},
+            method.kind,
+            oracle_spec,
+            o_kind,
+        )
+
+        # 4. Delta and record together.
+        log = {k: v for k, v in outcome.log.items() if k != "params"}
+        results = {
+            "metrics": rows,
+            "scores": scores if scored else None,
+            "note": nearest_note(rows),
+            "method_log": log,
+            "forget_ids": f_ids,
+            "probed_samples": {k: len(p.enc) for k, p in probes.items()},  # a large set: a subset
+            "config": outcome.config.__dict__,
+            "table": table,
+        }
+        with run.commit() as tmp:
+            write_delta(
+                tmp / DELTA_NAME,
+                pipe,
+                outcome,
+                base_spec=args.model,
+                seed=args.seed,
+                concepts={"forget": args.forget, "retain": retain_spec, "forget_ids": f_ids},
+            )
+            write_json(
+                tmp / "record.json",
+                rec.finish(
+                    results, trainable=outcome.log.get("trainable_parameters"), device=str(pipe.device)
+                ),
+            )
         print(
-            f"no oracle cached for this forget set ({oracle_key}); build it with `erase toy oracle "
-            f"--forget '{args.forget}' --seed {args.seed}` (about 10 minutes) to score against the ideal"
+            f"{method.name} ({method.kind}) on {len(forget.images)} forget samples in {outcome.seconds:.1f} s, "
+            f"peak memory {outcome.peak_memory}, {outcome.log.get('trainable_parameters')} parameters trained"
         )
-    rows["original"] = measure(pipe.unet, sched, probes, oracle_preds)
-    scores["original"] = score(pipe)
-
-    # 3. Untrain.
-    inputs = EraseInputs(forget=forget, retain=retain)
-    outcome = run_method(pipe, method.name, inputs, overrides=overrides, seed=args.seed)
-    rows["edited"] = measure(pipe.unet, sched, probes, oracle_preds)
-    scores["edited"] = score(pipe)
-    table = format_report(
-        {k: rows[k] for k in ("original", "edited", "oracle") if k in rows}, method.kind, oracle_spec
-    )
-
-    # 4. Delta and record together.
-    log = {k: v for k, v in outcome.log.items() if k != "params"}
-    results = {
-        "metrics": rows,
-        "scores": scores if scored else None,
-        "note": nearest_note(rows),
-        "method_log": log,
-        "forget_ids": f_ids,
-        "config": outcome.config.__dict__,
-        "table": table,
-    }
-    with atomic_dir(out) as tmp:
-        write_delta(
-            tmp / DELTA_NAME,
-            pipe,
-            outcome,
-            base_spec=args.model,
-            seed=args.seed,
-            concepts={"forget": args.forget, "retain": retain_spec, "forget_ids": f_ids},
-        )
-        write_json(
-            tmp / "record.json",
-            rec.finish(results, trainable=outcome.log.get("trainable_parameters"), device=str(pipe.device)),
-        )
-    print(
-        f"{method.name} ({method.kind}) on {len(forget.images)} forget samples in {outcome.seconds:.1f} s, "
-        f"peak memory {outcome.peak_memory}, {outcome.log.get('trainable_parameters')} parameters trained"
-    )
-    print(table)
-    if results["note"]:
-        print(results["note"])
-    if "verdict" in log:
-        print(f"hardness: {log['verdict']}")
-    if scored:
-        for c in scored:
-            line = ", ".join(f"{k} {v['concepts'][c.name]['accuracy']:.2f}" for k, v in scores.items())
-            print(f"{c.name} accuracy (held-out prompts): {line}")
-    print(f"delta and record: {out}")
-    return results
+        print(table)
+        if results["note"]:
+            print(results["note"])
+        if "verdict" in log:
+            print(f"hardness: {log['verdict']}")
+        if scored:
+            for c in scored:
+                line = ", ".join(f"{k} {v['concepts'][c.name]['accuracy']:.2f}" for k, v in scores.items())
+                print(f"{c.name} accuracy (held-out prompts): {line}")
+        print(f"delta and record: {out}")
+        return results
 
 
 def cmd_apply(args) -> None:
@@ -682,7 +807,7 @@ def cmd_apply(args) -> None:
     meta = read_meta(path)
     base = args.model or meta["base_model"]
     check_writable(args.out, args.overwrite)
-    pipe = load_pipeline(f"{base}+{path}", device="cpu", dtype="fp32")
+    pipe = load_pipeline(f"{base}+{path}", device="cpu", dtype="fp32", allow_pickle=args.allow_pickle)
     with atomic_dir(args.out) as tmp:
         pipe.save_pretrained(tmp, safe_serialization=True)
     print(
@@ -717,9 +842,18 @@ def _relearn_folder(spec: str) -> Path:
 
 
 def cmd_relearn(args) -> dict:
+    import torch
+
     from erase.concepts import load_concepts
-    from erase.delta import apply_delta, delta_path, delta_tensor_names, model_fingerprint, read_meta
-    from erase.io import atomic_dir, check_writable, write_json
+    from erase.delta import (
+        apply_delta,
+        delta_path,
+        delta_tensor_names,
+        model_fingerprint,
+        read_meta,
+        save_tensors,
+    )
+    from erase.io import check_writable, write_json
     from erase.models import check_judge_spec, load_judge, load_pipeline
     from erase.record import RunRecord
     from erase.relearn import (
@@ -799,80 +933,398 @@ def cmd_relearn(args) -> dict:
             "judge": args.judge,
             "eval_steps": args.eval_steps,
             "oracle": args.oracle,
+            # Each process runs (and the main one checkpoints) its share of the configs, so a
+            # resume must split them the same way.
+            "processes": distributed.world()[1],
         },
         eval_seeds,
     )
     rec.prompts("concepts", file=book.path)
     rec.prompts(target.name, texts=target.heldout)
+    run = _run(args, "relearn", out, rec, stable_out=default_out is not None)
 
-    # 2. The original model: its accuracy is the bar, and it draws the relearning examples.
-    pipe = load_pipeline(base, device=args.device, dtype=args.dtype)
-    judge = load_judge(args.judge, device=args.device)
-    evaluate = Evaluator(
-        pipe, judge, target, others, seeds=eval_seeds, other_seeds=other_seeds, steps=args.eval_steps
-    )
-    original = evaluate()
-    if examples is None:
-        examples = generated_examples(pipe, target.prompts, args.examples)
-    rec.prompts("relearning examples", texts=examples.prompts)
-    data = encode_examples(pipe, examples)
+    with run:
+        # 2. The original model: its accuracy is the bar, and it draws the relearning examples.
+        pipe = load_pipeline(base, device=args.device, dtype=args.dtype, allow_pickle=args.allow_pickle)
+        judge = load_judge(args.judge, device=args.device)
+        evaluate = Evaluator(
+            pipe, judge, target, others, seeds=eval_seeds, other_seeds=other_seeds, steps=args.eval_steps
+        )
+        original = evaluate()
+        if examples is None:
+            examples = generated_examples(pipe, target.prompts, args.examples)
+        rec.prompts("relearning examples", texts=examples.prompts)
+        data = encode_examples(pipe, examples)
 
-    # 3. Apply the erasure and attack it; then the oracle, if any, with the same data and runs.
-    apply_delta(pipe.unet, path, model_fingerprint(base))
-    runs = attack(pipe, data, configs, evaluate, changed=delta_tensor_names(path))
-    acc0 = original["accuracy"][target.name]
-    rows = summarize(runs, target.name, acc0)
-    oracle_runs, oracle_rows = [], None
-    if args.oracle:
-        del pipe
-        opipe = load_pipeline(args.oracle, device=args.device, dtype=args.dtype)
-        oracle_runs = attack(
-            opipe,
+        # 3. Apply the erasure and attack it; then the oracle, if any, with the same data and runs.
+        fingerprint = model_fingerprint(base)
+        apply_delta(pipe.unet, path, fingerprint)
+        relearned: dict[str, tuple[dict, dict]] = {}
+        first_seed = configs[0].seed
+
+        def keep_weights(cfg, names) -> None:
+            # Held in memory until the output folder is written, so a crash leaves no stray file.
+            if cfg.seed != first_seed:
+                return
+            named = dict(pipe.unet.named_parameters())
+            tensors = {n: named[n].detach().to("cpu", torch.float32).clone() for n in names}
+            info = {
+                "base_model": base,
+                "base_fingerprint": fingerprint,
+                "method": f"{meta['method']} relearned",
+                "kind": meta.get("kind"),
+                "concepts": meta.get("concepts", {}),
+                "config": cfg.__dict__,
+                "seed": cfg.seed,
+                "erasure": str(path),
+            }
+            relearned[f"relearned-{cfg.optimizer}-lr{cfg.lr:g}.safetensors"] = (tensors, info)
+
+        runs = attack(
+            pipe,
             data,
             configs,
-            Evaluator(
-                opipe, judge, target, others, seeds=eval_seeds, other_seeds=other_seeds, steps=args.eval_steps
-            ),
+            evaluate,
+            changed=delta_tensor_names(path),
+            on_done=keep_weights if args.save_weights else None,
+            checkpoint=run.checkpoint,
         )
-        oracle_rows = summarize(oracle_runs, target.name, acc0)
-    erased = runs[0]["curve"][0]["accuracy"][target.name]
-    table = format_summary(
-        rows,
-        target.name,
-        acc0,
-        erased,
-        oracle={(r["optimizer"], r["lr"]): r for r in oracle_rows} if oracle_rows else None,
-    )
-    print(table)
+        acc0 = original["accuracy"][target.name]
+        rows = summarize(runs, target.name, acc0)
+        oracle_runs, oracle_rows = [], None
+        if args.oracle:
+            del pipe
+            opipe = load_pipeline(
+                args.oracle, device=args.device, dtype=args.dtype, allow_pickle=args.allow_pickle
+            )
+            oracle_runs = attack(
+                opipe,
+                data,
+                configs,
+                Evaluator(
+                    opipe,
+                    judge,
+                    target,
+                    others,
+                    seeds=eval_seeds,
+                    other_seeds=other_seeds,
+                    steps=args.eval_steps,
+                ),
+                checkpoint=run.checkpoint,
+            )
+            oracle_rows = summarize(oracle_runs, target.name, acc0)
+        # Each process kept the weights of its own configs; the main one writes them all.
+        relearned = dict(distributed.gather(list(relearned.items())))
+        if not distributed.is_main():
+            return {"runs": runs, "oracle_runs": oracle_runs}
+        erased = runs[0]["curve"][0]["accuracy"][target.name]
+        table = format_summary(
+            rows,
+            target.name,
+            acc0,
+            erased,
+            oracle={(r["optimizer"], r["lr"]): r for r in oracle_rows} if oracle_rows else None,
+        )
+        print(table)
 
-    # 4. Record, plot.
+        # 4. Record, plot.
+        results = {
+            "concept": target.name,
+            "method": meta["method"],
+            "original": original,
+            "summary": rows,
+            "runs": runs,
+            "oracle": {"model": args.oracle, "summary": oracle_rows, "runs": oracle_runs}
+            if args.oracle
+            else None,
+            "images_per_point": evaluate.images_per_point,
+            "table": table,
+        }
+        with run.commit() as tmp:
+            plot_relearning(
+                runs,
+                target.name,
+                original=acc0,
+                erased=erased,
+                tau=args.tau,
+                path=tmp / "relearn.png",
+                title=f"{meta['method']} on {target.name!r}: relearning on {len(examples.images)} examples",
+                oracle_runs=oracle_runs,
+            )
+            for name, (tensors, info) in relearned.items():
+                save_tensors(tmp / name, tensors, info)
+            trainable = runs[0]["trainable_parameters"]
+            write_json(
+                tmp / "relearn.json", rec.finish(results, trainable=trainable, device=str(judge.device))
+            )
+        print(f"curves, table and plot: {out}")
+        return results
+
+
+def audit_columns(run: str, extra: list[str], relearned: Path | None):
+    """Columns of an audit: the base, the run's erasure, its relearned weights, any extra deltas."""
+    from erase.audit import Column
+    from erase.delta import delta_path, read_meta
+
+    path = delta_path(run)
+    meta = read_meta(path)
+    cols = [Column("base", None), Column(f"erased ({meta['method']})", path)]
+    if relearned is not None and relearned.is_dir():
+        for f in sorted(relearned.glob("relearned-*.safetensors")):
+            cfg = read_meta(f).get("config", {})
+            cols.append(
+                Column(f"relearned {cfg.get('optimizer')} lr={cfg.get('lr'):g}, {cfg.get('steps')} steps", f)
+            )
+    for item in extra:
+        label, sep, value = item.partition("=")
+        if not sep or not label.strip() or not value.strip():
+            raise EraseError(f"--delta {item!r} must look like LABEL=PATH, e.g. --delta oracle=runs/x")
+        read_meta(delta_path(value.strip()))
+        cols.append(Column(label.strip(), delta_path(value.strip())))
+    return meta, cols
+
+
+def cmd_audit(args) -> dict:
+    from erase.audit import audit, audit_rows, cache_dir, presence_table, render_grid
+    from erase.concepts import load_concepts
+    from erase.delta import model_fingerprint
+    from erase.io import atomic_dir, check_writable, write_json
+    from erase.models import check_judge_spec, load_judge, load_pipeline
+    from erase.record import RunRecord
+
+    # 1. Check inputs before loading anything.
+    relearned = args.relearned or (Path(args.run) / "relearn" if Path(args.run).is_dir() else None)
+    if args.relearned is not None and not args.relearned.is_dir():
+        raise EraseError(f"--relearned {args.relearned} is not a folder; pass the relearning output folder")
+    meta, columns = audit_columns(args.run, args.delta, None if args.no_relearned else relearned)
+    base = args.model or meta["base_model"]
+    check_judge_spec(args.judge)
+    book = load_concepts(args.concepts)
+    name = args.concept or meta.get("concepts", {}).get("erase")
+    if not name:
+        raise EraseError(f"{args.run} names no erased concept (a data-level run?); pass --concept NAME")
+    target = book.get(name)
+    seeds = parse_seeds(args.seeds)
+    for flag, v in [("--steps", args.steps), ("--erased-prompts", args.erased_prompts)]:
+        _positive(flag, v)
+    for flag, v in [("--neighbours", args.neighbours), ("--unrelated", args.unrelated)]:
+        if v < 0:
+            raise EraseError(f"{flag} must be 0 or more, got {v}")
+    rows = audit_rows(
+        book, target, n_erased=args.erased_prompts, n_neighbours=args.neighbours, n_unrelated=args.unrelated
+    )
+    default_out = Path(args.run) / "audit" if Path(args.run).is_dir() else None
+    out = args.out or default_out or _default_out("audit", target.name)
+    check_writable(out, args.overwrite)
+    rec = RunRecord(
+        "audit",
+        {
+            "run": str(args.run),
+            "base_model": base,
+            "concept": target.name,
+            "columns": [{"label": c.label, "delta": str(c.delta) if c.delta else None} for c in columns],
+            "rows": [{"prompt": r.prompt, "role": r.role, "concept": r.concept.name} for r in rows],
+            "steps": args.steps,
+            "guidance": args.guidance,
+            "judge": args.judge,
+        },
+        seeds,
+    )
+    rec.prompts("concepts", file=book.path)
+    rec.prompts("rows", texts=[r.prompt for r in rows])
+
+    # 2. Draw and judge every cell; one UNet, the deltas put on and taken off.
+    pipe = load_pipeline(base, device=args.device, dtype=args.dtype)
+    judge = load_judge(args.judge, device=args.device)
+    result = audit(
+        pipe,
+        judge,
+        rows,
+        columns,
+        seeds,
+        base_fingerprint=model_fingerprint(base),
+        steps=args.steps,
+        guidance=args.guidance,
+        cache=None if args.no_cache else cache_dir(),
+    )
+    table = presence_table(result["cells"], columns)
+    image = render_grid(
+        rows, columns, seeds, result, title=f"{meta['method']} on {target.name!r}: same prompts, same seeds"
+    )
+
+    # 3. Write the grid and the record together.
     results = {
-        "concept": target.name,
-        "method": meta["method"],
-        "original": original,
-        "summary": rows,
-        "runs": runs,
-        "oracle": {"model": args.oracle, "summary": oracle_rows, "runs": oracle_runs}
-        if args.oracle
-        else None,
-        "images_per_point": evaluate.images_per_point,
-        "table": table,
+        "presence": table,
+        "cells": result["cells"],
+        "drawn": result["drawn"],
+        "cached": result["cached"],
     }
     with atomic_dir(out) as tmp:
-        plot_relearning(
-            runs,
-            target.name,
-            original=acc0,
-            erased=erased,
-            tau=args.tau,
-            path=tmp / "relearn.png",
-            title=f"{meta['method']} on {target.name!r}: relearning on {len(examples.images)} examples",
-            oracle_runs=oracle_runs,
+        image.save(tmp / "audit.png")
+        record = rec.finish(results, device=str(pipe.device))
+        write_json(tmp / "audit.json", record)
+    width = max(len(c.label) for c in columns)
+    print(f"share of images in which the judge sees the prompt's concept ({len(seeds)} seeds):")
+    print(f"{'model':<{width}}  " + "  ".join(f"{r:>9}" for r in table))
+    for c in columns:
+        print(
+            f"{c.label:<{width}}  " + "  ".join(f"{table[r].get(c.label, float('nan')):>9.2f}" for r in table)
         )
-        trainable = runs[0]["trainable_parameters"]
-        write_json(tmp / "relearn.json", rec.finish(results, trainable=trainable, device=str(judge.device)))
-    print(f"curves, table and plot: {out}")
-    return results
+    print(f"grid and record: {out} ({result['drawn']} images drawn, {result['cached']} from the cache)")
+    return record
+
+
+def cmd_run(args) -> dict:
+    import json
+    import shutil
+
+    from erase.pipeline import load_pipeline_file, validate_commands
+
+    # 1. Validate the whole file (every pipeline of a study), and every stage's command, before anything runs.
+    pipeline = load_pipeline_file(args.file)
+    out = args.out or pipeline.default_out()
+    parts = [(sub, out / sub.head.name) for sub in pipeline.runs] if pipeline.is_study else [(pipeline, out)]
+    plans = [validate_commands(sub, sub_out) for sub, sub_out in parts]
+    if args.validate:
+        what = (
+            f"runs: {', '.join(s.head.name for s, _ in parts)}"
+            if pipeline.is_study
+            else f"stages: {', '.join(pipeline.names)}"
+        )
+        print(f"{args.file}: valid; {what}; run folder {out}")
+        return {"valid": True}
+    status_path = out / "pipeline.json"
+    previous = json.loads(status_path.read_text()) if status_path.is_file() else None
+    if out.exists() and not out.is_dir():
+        raise EraseError(f"run folder {out} exists and is not a folder; choose another --out")
+    if out.is_dir() and any(out.iterdir()):
+        if args.overwrite:
+            if previous is None:
+                raise EraseError(f"{out} is not an erase run folder (no pipeline.json); choose another --out")
+            shutil.rmtree(out)
+        elif not (args.resume and previous is not None):
+            done = previous is not None and previous.get("status") == "done"
+            hint = "pass --overwrite to run it again" if done else "pass --resume to go on, or --overwrite"
+            raise EraseError(f"run folder {out} already holds a {'finished ' if done else ''}run; {hint}")
+
+    # 2. Run; a study runs its pipelines one after the other, then sums up what they show.
+    t0 = time.time()
+    if not pipeline.is_study:
+        state = _run_stages(pipeline, out, plans[0])
+    else:
+        from erase.io import write_json
+        from erase.report import write_study
+
+        state = _status(pipeline, out, [(s.head.name, None) for s, _ in parts])
+        for entry, (sub, sub_out), plan in zip(state["stages"], parts, plans):
+            sub_state = out / sub.head.name / "pipeline.json"
+            if sub_state.is_file() and json.loads(sub_state.read_text()).get("status") == "done":
+                print(f"=== {sub.head.name}: done in an earlier run, skipped")
+                entry["status"] = "done"
+                continue
+            print(f"=== {sub.head.name} ({sub.path})")
+            try:
+                _run_stages(sub, sub_out, plan)
+            except (EraseError, KeyboardInterrupt) as e:
+                state |= {"status": "failed", "reason": f"run {sub.head.name}: {e or 'interrupted'}"}
+                entry["status"] = "failed"
+                write_json(status_path, state)
+                raise
+            entry["status"] = "done"
+            write_json(status_path, state)
+        md = write_study(out, pipeline.head.name, [(s.head.name, o) for s, o in parts])
+        state |= {"status": "done", "wall_seconds": round(time.time() - t0, 1)}
+        write_json(status_path, state)
+        print(md.read_text())
+        print(f"study folder: {out} ({state['wall_seconds']} s)")
+    return state
+
+
+def _status(pipeline, out: Path, entries: list[tuple[str, list | None]]) -> dict:
+    """The run's pipeline.json, created or taken up again: which stages (or runs) are done."""
+    import hashlib
+    import json
+
+    from erase.io import write_json
+
+    path = out / "pipeline.json"
+    previous = json.loads(path.read_text()) if path.is_file() else {}
+    finished = {s["name"] for s in previous.get("stages", []) if s.get("status") == "done"}
+    text = Path(pipeline.path).read_text()
+    state = {
+        "name": pipeline.head.name,
+        "description": pipeline.head.description,
+        "file": str(pipeline.path),
+        "sha256": hashlib.sha256(text.encode()).hexdigest(),
+        "text": text,
+        "status": "running",
+        "stages": [{"name": n, "status": "done" if n in finished else "pending"} for n, _ in entries],
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(path, state)
+    return state
+
+
+def _run_stages(pipeline, out: Path, plan: list[tuple[str, list[str] | None]]) -> dict:
+    """Run one pipeline's stages in order; outputs appear whole, pipeline.json says how far it got."""
+    from erase.io import write_json
+    from erase.report import write_report
+
+    state = _status(pipeline, out, plan)
+    status_path = out / "pipeline.json"
+    parser = build_parser()
+    t_all = time.time()
+    for entry, (name, argv) in zip(state["stages"], plan):
+        if entry["status"] == "done":
+            print(f"== {name}: done in an earlier run, skipped")
+            continue
+        print(f"== {name}" + (f": erase {' '.join(argv)}" if argv else ""))
+        t0 = time.time()
+        try:
+            if name == "report":
+                html, _ = write_report(out, title=pipeline.get("report").title)
+                print(f"report: {html}")
+            elif name == "seed003":
+                _run_seed003(pipeline.get("seed003"), out)
+            elif argv is not None:
+                sub_args = parser.parse_args(argv)
+                # Records keep sys.argv: make it the stage's own command, which reruns it alone.
+                saved_argv, sys.argv = sys.argv, ["erase", *argv]
+                try:
+                    COMMANDS[sub_args.command](sub_args)
+                finally:
+                    sys.argv = saved_argv
+        except (EraseError, KeyboardInterrupt) as e:
+            entry["status"] = "failed"
+            state |= {"status": "failed", "reason": f"stage {name}: {e or 'interrupted'}"}
+            write_json(status_path, state)
+            raise
+        entry |= {"status": "done", "seconds": round(time.time() - t0, 1)}
+        write_json(status_path, state)
+    state |= {"status": "done", "wall_seconds": round(time.time() - t_all, 1)}
+    write_json(status_path, state)
+    print(f"run folder: {out} ({state['wall_seconds']} s)")
+    return state
+
+
+def _run_seed003(stage, out: Path) -> None:
+    from erase.io import atomic_dir, write_json
+    from erase.record import RunRecord
+    from erase.toy.seed003 import run_case
+
+    rec = RunRecord("seed003", {"forget": [list(f) for f in stage.forget]})
+    cases = [run_case(tuple(f)) for f in stage.forget]
+    for c in cases:
+        if c["diverged"]:
+            print(f"|F| = {c['forget']}: descent-ascent diverged; {c['diverged']}")
+        else:
+            print(
+                f"|F| = {c['forget']}: descent-ascent ends at {c['descent_ascent']}, "
+                f"{c['descent_ascent_distance']} from the retrained model vs {c['original_distance']} "
+                f"for the original ({c['ratio']}x farther)"
+            )
+    with atomic_dir(out / "seed003") as tmp:
+        write_json(tmp / "record.json", rec.finish({"cases": cases}))
 
 
 def cmd_compare(args) -> dict:
@@ -1019,7 +1471,7 @@ def cmd_toy_eval(args) -> dict:
         {"model": args.model, "judge": args.judge, "steps": args.steps, "guidance": args.guidance},
         seeds,
     )
-    pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
+    pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype, allow_pickle=args.allow_pickle)
     judge = load_judge(args.judge, device=args.device)
     q = toy_quality(pipe, judge, seeds, steps=args.steps, guidance=args.guidance)
     images = q.pop("images")
@@ -1040,6 +1492,8 @@ COMMANDS = {
     "relearn": cmd_relearn,
     "data": cmd_data,
     "compare": cmd_compare,
+    "audit": cmd_audit,
+    "run": cmd_run,
 }
 TOY_COMMANDS = {"train": cmd_toy_train, "eval": cmd_toy_eval, "oracle": cmd_toy_oracle}
 
@@ -1063,10 +1517,31 @@ def _quiet_libraries() -> None:
         pass
 
 
+# Commands that share their work across processes under `accelerate launch` (erase.distributed);
+# any other would run whole in every process, each racing to write the same output folder.
+MULTI_PROCESS = ("generate", "score", "relearn")
+
+
+def _start_processes(args) -> None:
+    """Under `accelerate launch` with several processes: start accelerate, one GPU per process."""
+    if not distributed.launched():
+        return
+    name = args.command if args.command != "toy" else f"toy {args.toy_command}"
+    if name not in MULTI_PROCESS:
+        raise EraseError(
+            f"erase {name} runs in one process; launch it without accelerate (or --num_processes 1). "
+            f"Commands that share work across processes: {', '.join(MULTI_PROCESS)}"
+        )
+    distributed.start()
+    if getattr(args, "device", None) is None and (device := distributed.device()):
+        args.device = device
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_libraries()
     try:
+        _start_processes(args)
         if args.command == "toy":
             TOY_COMMANDS[args.toy_command](args)
         else:
@@ -1074,6 +1549,9 @@ def main(argv: list[str] | None = None) -> int:
     except EraseError as e:
         sys.stderr.write(f"erase: error: {e}\n")
         return 2
+    except Interrupted as e:
+        sys.stderr.write(f"erase: {e}; continue with the same command and --resume\n")
+        return 143  # 128 + SIGTERM, as if the signal had ended the process
     except KeyboardInterrupt:
         sys.stderr.write("erase: interrupted; nothing was written for the unfinished step\n")
         return 130

@@ -1,4 +1,11 @@
-"""Figures and tables for people: relearning curves (audit grids and the HTML report come later)."""
+"""Figures and tables for people: relearning curves, and one self-contained report per run.
+
+The report is read by a reviewer who did not run anything: it states the declared kind and the
+oracle that kind is judged against, the settings, before/after scores with intervals, the audit
+grid, the relearning curves with steps to resurgence per optimizer, time and memory, and the
+reproducibility record. ``report.html`` embeds its images, so it can be mailed or attached alone;
+``report.md`` says the same in Markdown with links to the run's PNGs.
+"""
 
 from __future__ import annotations
 
@@ -79,3 +86,414 @@ def _band(ax, runs, value, color, label, dashed=False) -> None:
     ax.plot(steps, mean, color=color, label=label, ls="--" if dashed else "-", marker=".")
     if len(runs) > 1:
         ax.fill_between(steps, lo, hi, color=color, alpha=0.15)
+
+
+# The report ------------------------------------------------------------------------------------
+ORACLES = {
+    "unlearning": "the unlearning oracle: the model retrained without any sample of the concept "
+    "(the ideal concept-level erasure; on the toy world `erase toy oracle --exclude color=red` builds it)",
+    "untraining": "the untraining oracle: the model retrained without the forget set only "
+    "(it may still draw the concept from other samples; `erase toy oracle --forget SPEC` builds it)",
+}
+
+
+def _read(path: Path) -> dict | None:
+    import json
+
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def collect(run: Path) -> dict:
+    """Everything a run folder holds that the report shows."""
+    run = Path(run)
+    edit_dir = next((run / n for n in ("erase", "untrain") if (run / n / "record.json").is_file()), None)
+    return {
+        "run": run,
+        "pipeline": _read(run / "pipeline.json"),
+        "edit_dir": edit_dir,
+        "edit": _read(edit_dir / "record.json") if edit_dir else None,
+        "relearn": _read(run / "relearn" / "relearn.json"),
+        "audit": _read(run / "audit" / "audit.json"),
+        "score": _read(run / "score" / "record.json"),
+    }
+
+
+def _scores_rows(edit: dict) -> list[list[str]]:
+    """Rows of (concept, role, before, after with 95% CI) from a concept run's record."""
+    res, cfg = edit["results"], edit["config"]
+    before, after = res.get("before"), res.get("after")
+    if not before or not after:
+        return []
+    rows = []
+    for name, a in after["concepts"].items():
+        b = before["concepts"][name]
+        role = "erased" if name == cfg.get("concept") else "kept"
+        rows.append(
+            [
+                name,
+                role,
+                f"{b['accuracy']:.2f} [{b['ci95'][0]:.2f}, {b['ci95'][1]:.2f}]",
+                f"{a['accuracy']:.2f} [{a['ci95'][0]:.2f}, {a['ci95'][1]:.2f}]",
+                str(a["n"]),
+            ]
+        )
+    return rows
+
+
+def _untrain_rows(edit: dict) -> tuple[list[str], list[list[str]]]:
+    metrics = edit["results"]["metrics"]
+    cols = ["forget_loss", "heldout_loss", "mia_auc", "distance_to_oracle", "retain_loss"]
+    cols = [c for c in cols if any(c in r for r in metrics.values())]
+    rows = [[m] + [f"{r[c]:.4f}" if c in r else "-" for c in cols] for m, r in metrics.items()]
+    return ["model", *cols], rows
+
+
+def _untrain_scores(edit: dict) -> tuple[list[str], list[list[str]]]:
+    scores = edit["results"].get("scores") or {}
+    models = [m for m, v in scores.items() if v]
+    if not models:
+        return [], []
+    names = list(scores[models[0]]["concepts"])
+    rows = []
+    for n in names:
+        cells = []
+        for m in models:
+            c = scores[m]["concepts"][n]
+            cells.append(f"{c['accuracy']:.2f} [{c['ci95'][0]:.2f}, {c['ci95'][1]:.2f}]")
+        rows.append([n, *cells])
+    return ["concept", *models], rows
+
+
+def _facts(d: dict) -> list[list[str]]:
+    mem = d.get("peak_memory") or {}
+    return [
+        ["command", f"erase {d.get('command')} " + " ".join(d.get("argv") or [])],
+        ["wall time", f"{d.get('wall_seconds')} s"],
+        ["peak memory", ", ".join(f"{k} {v}" for k, v in mem.items())],
+        ["trainable parameters", str(d.get("trainable_parameters"))],
+        ["device", str(d.get("device"))],
+        ["seeds", ",".join(str(s) for s in d.get("seeds") or [])],
+    ]
+
+
+def build_report(run: Path, title: str | None = None) -> dict:
+    """The report's content, independent of its format: a title and a list of sections, each a
+    heading, paragraphs, tables (header, rows) and images (path, caption)."""
+    info = collect(run)
+    edit, relearn, audit, pipeline = info["edit"], info["relearn"], info["audit"], info["pipeline"]
+    cfg = edit["config"] if edit else {}
+    kind = cfg.get("kind")
+    method = cfg.get("method")
+    what = cfg.get("concept") or cfg.get("forget")
+    name = (pipeline or {}).get("name") or Path(run).name
+    sections = []
+
+    intro = []
+    if edit:
+        intro.append(
+            f"{method} ({kind}) applied to {cfg.get('model')!s}: {'erase' if kind == 'unlearning' else 'untrain'} {what!r}."
+        )
+        intro.append(f"Declared kind: {kind}. It is judged against {ORACLES.get(kind, 'no oracle')}.")
+        if kind == "untraining" and edit["results"].get("table"):
+            intro.append(edit["results"]["table"].splitlines()[0] + ".")
+    if pipeline and pipeline.get("description"):
+        intro.insert(0, pipeline["description"])
+    sections.append({"heading": "What was done", "paragraphs": intro, "tables": [], "images": []})
+
+    if edit and kind == "unlearning":
+        rows = _scores_rows(edit)
+        scores = edit["results"].get("before") or {}
+        settings = scores.get("settings", {})
+        paras = [
+            f"Judge accuracy on held-out prompts and seeds ({settings.get('seeds')}, {settings.get('steps')} "
+            "sampling steps), with 95% bootstrap intervals; n is images per concept."
+        ]
+        sections.append(
+            {
+                "heading": "Before and after",
+                "paragraphs": paras if rows else ["No scores (the erase ran without a score stage)."],
+                "tables": [(["concept", "role", "before", "after", "n"], rows)] if rows else [],
+                "images": [],
+            }
+        )
+    if edit and kind == "untraining":
+        head, rows = _untrain_rows(edit)
+        tables = [(head, rows)]
+        shead, srows = _untrain_scores(edit)
+        if srows:
+            tables.append((shead, srows))
+        paras = [edit["results"]["note"]] if edit["results"].get("note") else []
+        log = edit["results"].get("method_log", {})
+        if "verdict" in log:
+            paras.append(f"Hardness: {log['verdict']}")
+        sections.append(
+            {"heading": "Untraining metrics", "paragraphs": paras, "tables": tables, "images": []}
+        )
+
+    if audit:
+        pres = audit["results"]["presence"]
+        cols = [c["label"] for c in audit["config"]["columns"]]
+        rows = [[role] + [f"{pres[role].get(c, float('nan')):.2f}" for c in cols] for role in pres]
+        sections.append(
+            {
+                "heading": "Audit grid",
+                "paragraphs": [
+                    "The same prompts and seeds in every column. Under each image the judge's verdict: "
+                    "'+' it sees the concept the prompt asks for, '-' it sees another (with its probability). "
+                    "The table gives the share of '+' per row group."
+                ],
+                "tables": [(["rows", *cols], rows)],
+                "images": [(Path(run) / "audit" / "audit.png", "audit grid")],
+            }
+        )
+    if relearn:
+        res = relearn["results"]
+        paras = [
+            "The erased model is fine-tuned on examples of the concept under each optimizer; the concept "
+            "is scored every few steps. Steps to resurgence: the first step at which accuracy is back to "
+            "tau x the original (median over relearning seeds; '> N' not back within the budget)."
+        ]
+        sections.append(
+            {
+                "heading": "Relearning attack",
+                "paragraphs": paras,
+                "pre": res.get("table", ""),
+                "tables": [],
+                "images": [(Path(run) / "relearn" / "relearn.png", "relearning curves")],
+            }
+        )
+    facts = []
+    for label, d in (("edit", edit), ("relearn", relearn), ("audit", audit)):
+        if d:
+            facts.append(([label, ""], _facts(d)))
+    if facts:
+        sections.append({"heading": "Time and memory", "paragraphs": [], "tables": facts, "images": []})
+    repro = []
+    if edit:
+        v = edit.get("versions", {})
+        repro.append(["versions", ", ".join(f"{k} {val}" for k, val in v.items())])
+        for k, h in edit.get("prompt_hashes", {}).items():
+            repro.append([f"prompts: {k}", f"{h.get('sha256', '')[:16]} ({h.get('n', h.get('file', ''))})"])
+        repro.append(
+            ["method config", ", ".join(f"{k}={val}" for k, val in edit["results"].get("config", {}).items())]
+        )
+    if pipeline:
+        repro.append(["pipeline file", f"{pipeline.get('file')} (sha256 {str(pipeline.get('sha256'))[:16]})"])
+        repro.append(["rerun", f"erase run {pipeline.get('file')}"])
+    sections.append(
+        {
+            "heading": "Reproducibility",
+            "paragraphs": ["Every figure above comes from the JSON records in this folder."],
+            "tables": [(["what", "value"], repro)] if repro else [],
+            "images": [],
+            "yaml": (pipeline or {}).get("text"),
+        }
+    )
+    return {"title": title or f"erase report: {name}", "sections": sections}
+
+
+def _b64(path: Path) -> str:
+    import base64
+
+    return base64.b64encode(Path(path).read_bytes()).decode()
+
+
+def render_html(report: dict) -> str:
+    from html import escape
+
+    out = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{escape(report['title'])}</title>",
+        "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:24px auto;padding:0 16px;"
+        "color:#222}table{border-collapse:collapse;margin:8px 0 16px}td,th{border:1px solid #ccc;"
+        "padding:4px 8px;text-align:left;font-size:14px}th{background:#f3f3f3}img{max-width:100%;"
+        "border:1px solid #ddd}pre{background:#f7f7f7;padding:8px;overflow-x:auto;font-size:13px}"
+        "h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:32px}</style></head><body>",
+        f"<h1>{escape(report['title'])}</h1>",
+    ]
+    for sec in report["sections"]:
+        out.append(f"<h2>{escape(sec['heading'])}</h2>")
+        out += [f"<p>{escape(p)}</p>" for p in sec["paragraphs"]]
+        for head, rows in sec["tables"]:
+            out.append("<table><tr>" + "".join(f"<th>{escape(h)}</th>" for h in head) + "</tr>")
+            out += ["<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in r) + "</tr>" for r in rows]
+            out.append("</table>")
+        if sec.get("pre"):
+            out.append(f"<pre>{escape(sec['pre'])}</pre>")
+        for path, caption in sec["images"]:
+            if Path(path).is_file():
+                out.append(
+                    f"<figure><img alt='{escape(caption)}' id='{escape(caption.replace(' ', '-'))}' "
+                    f"src='data:image/png;base64,{_b64(path)}'><figcaption>{escape(caption)}</figcaption></figure>"
+                )
+        if sec.get("yaml"):
+            out.append(f"<details><summary>pipeline file</summary><pre>{escape(sec['yaml'])}</pre></details>")
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+def render_markdown(report: dict, run: Path) -> str:
+    def cell(x) -> str:
+        return str(x).replace("|", "\\|")
+
+    out = [f"# {report['title']}", ""]
+    for sec in report["sections"]:
+        out += [f"## {sec['heading']}", ""]
+        for p in sec["paragraphs"]:
+            out += [p, ""]
+        for head, rows in sec["tables"]:
+            out.append("| " + " | ".join(cell(h) for h in head) + " |")
+            out.append("|" + "---|" * len(head))
+            out += ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows]
+            out.append("")
+        if sec.get("pre"):
+            out += ["```", sec["pre"], "```", ""]
+        for path, caption in sec["images"]:
+            if Path(path).is_file():
+                out += [f"![{caption}]({Path(path).relative_to(run)})", ""]
+    return "\n".join(out)
+
+
+def write_report(run: Path, title: str | None = None) -> tuple[Path, Path]:
+    """Write ``report.html`` and ``report.md`` into the run folder (each whole or not at all)."""
+    run = Path(run)
+    report = build_report(run, title)
+    html, md = run / "report.html", run / "report.md"
+    for path, text in ((html, render_html(report)), (md, render_markdown(report, run))):
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return html, md
+
+
+# Studies ----------------------------------------------------------------------------------------
+def _study_row(name: str, run: Path) -> dict:
+    """The headline numbers of one run of a study: what its records say, nothing recomputed."""
+    info = collect(run)
+    row: dict = {"run": name, "report": f"{name}/report.html" if (run / "report.html").is_file() else None}
+    seed003 = _read(run / "seed003" / "record.json")
+    if seed003:
+        row["seed003"] = seed003["results"]["cases"]
+    edit = info["edit"]
+    if edit:
+        cfg, res = edit["config"], edit["results"]
+        row |= {
+            "method": cfg.get("method"),
+            "kind": cfg.get("kind"),
+            "what": cfg.get("concept") or cfg.get("forget"),
+        }
+        if res.get("before") and res.get("after"):
+            target = cfg.get("concept")
+            b, a = res["before"]["concepts"], res["after"]["concepts"]
+            others = [n for n in a if n != target]
+            row["accuracy"] = {"target": [b[target]["accuracy"], a[target]["accuracy"]]}
+            if others:
+                row["accuracy"]["others_mean"] = [
+                    float(np.mean([b[n]["accuracy"] for n in others])),
+                    float(np.mean([a[n]["accuracy"] for n in others])),
+                ]
+        if res.get("metrics"):
+            row["metrics"] = res["metrics"]
+            row["scores"] = {
+                m: {c: v["accuracy"] for c, v in s["concepts"].items()}
+                for m, s in (res.get("scores") or {}).items()
+                if s
+            }
+            log = res.get("method_log", {})
+            if "kappa" in log:
+                row["kappa_mean"] = float(np.mean(log["kappa"])) if log["kappa"] else None
+                row["verdict"] = log.get("verdict")
+    if info["relearn"]:
+        from erase.relearn import format_resurgence
+
+        rows = info["relearn"]["results"]["summary"]
+        row["resurgence"] = {
+            f"{r['optimizer']} lr={r['lr']:g}": format_resurgence(r["median"], r["budget"]) for r in rows
+        }
+    return row
+
+
+def write_study(out: Path, name: str, runs: list[tuple[str, Path]]) -> Path:
+    """``study.json`` (each run's headline numbers) and ``study.md`` (one section per kind of claim)."""
+    import json
+
+    rows = [_study_row(n, Path(r)) for n, r in runs]
+    lines = [
+        f"# {name}",
+        "",
+        "Each row links to its run's report, where every number is traced to a record.",
+        "",
+    ]
+    edits = [r for r in rows if r.get("accuracy")]
+    if edits:
+        lines += ["## Erasures (before -> after, judge accuracy on held-out prompts)", ""]
+        lines += ["| run | method | kind | erased | target | others (mean) |", "|---|---|---|---|---|---|"]
+        for r in edits:
+            t, o = r["accuracy"]["target"], r["accuracy"].get("others_mean")
+            others = f"{o[0]:.2f} -> {o[1]:.2f}" if o else "-"
+            lines.append(
+                f"| {r['run']} | {r['method']} | {r['kind']} | {r['what']} | {t[0]:.2f} -> {t[1]:.2f} | {others} |"
+            )
+        lines.append("")
+    untrain = [r for r in rows if r.get("metrics")]
+    if untrain:
+        lines += ["## Untraining against its oracle", ""]
+        lines += [
+            "| run | method | forget set | model | forget loss | MIA AUC | distance to oracle | retain loss | accuracy |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in untrain:
+            for model, m in r["metrics"].items():
+                acc = ", ".join(f"{c} {v:.2f}" for c, v in r["scores"].get(model, {}).items())
+
+                def f(k, m=m):
+                    return f"{m[k]:.4f}" if k in m else "-"
+
+                lines.append(
+                    f"| {r['run']} | {r['method']} | {r['what']} | {model} | {f('forget_loss')} | {f('mia_auc')} | "
+                    f"{f('distance_to_oracle')} | {f('retain_loss')} | {acc or '-'} |"
+                )
+        lines.append("")
+    hamu = [r for r in rows if r.get("verdict")]
+    if hamu:
+        lines += ["## HAMU hardness", "", "| run | retain | mean kappa | verdict |", "|---|---|---|---|"]
+        for r in hamu:
+            lines.append(f"| {r['run']} | {r['what']} | {r['kappa_mean']:.2f} | {r['verdict']} |")
+        lines.append("")
+    relearn = [r for r in rows if r.get("resurgence")]
+    if relearn:
+        lines += ["## Steps to resurgence (median over relearning seeds; '> N': not back within N)", ""]
+        settings = list(dict.fromkeys(k for r in relearn for k in r["resurgence"]))
+        lines += ["| run | method | " + " | ".join(settings) + " |", "|---|---|" + "---|" * len(settings)]
+        for r in relearn:
+            lines.append(
+                f"| {r['run']} | {r.get('method')} | "
+                + " | ".join(r["resurgence"].get(k, "-") for k in settings)
+                + " |"
+            )
+        lines.append("")
+    cases = [c for r in rows for c in r.get("seed003", [])]
+    if cases:
+        lines += ["## Seed 003: descent-ascent on a ridge-regularised exponential loss", ""]
+        for c in cases:
+            if c["diverged"]:
+                lines.append(f"- |F| = {c['forget']}: diverged; {c['diverged']}")
+            else:
+                lines.append(
+                    f"- |F| = {c['forget']}: ends at {c['descent_ascent']}, {c['descent_ascent_distance']} from the "
+                    f"retrained model vs {c['original_distance']} for the original: {c['ratio']}x farther"
+                )
+        lines.append("")
+    lines += ["## Runs", ""] + [
+        f"- [{r['run']}]({r['report']})" if r["report"] else f"- {r['run']}" for r in rows
+    ]
+    out = Path(out)
+    md = out / "study.md"
+    for path, text in (
+        (out / "study.json", json.dumps(rows, indent=2, default=str)),
+        (md, "\n".join(lines) + "\n"),
+    ):
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return md

@@ -13,31 +13,8 @@ import math
 import pytest
 import torch
 
-from erase.methods.base import Diverged, DivergenceGuard, fit
-
-R = (100, 100)
-W_DATA = (0.3730, 0.3296)  # trained on D = R + F
-W_RETRAIN = (0.3517, 0.3517)  # trained on R only: the untraining oracle
-W_DA = (-0.3574, 0.2039)
-
-
-def mean_exp_loss(w: torch.Tensor, counts) -> torch.Tensor:
-    """Per-set mean of exp(-y w.x) when counts[i] points sit on coordinate i with y.x = 1."""
-    n = sum(counts)
-    return sum(c / n * torch.exp(-w[i]) for i, c in enumerate(counts))
-
-
-def descent_ascent(forget, steps=3000, lr=0.05):
-    model = torch.nn.Module()
-    model.w = torch.nn.Parameter(torch.tensor(W_DATA, dtype=torch.float64))
-    guard = DivergenceGuard([model.w], loss_limit=None, weight_factor=3.0)
-
-    def loss(step):
-        retain = mean_exp_loss(model.w, R) + 0.5 * (model.w**2).sum()  # ridge, lambda = 1
-        return retain - mean_exp_loss(model.w, forget)
-
-    fit(model, {"w": model.w}, loss, steps=steps, lr=lr, optimizer="sgd", progress=False, guard=guard)
-    return model.w.detach()
+from erase.methods.base import Diverged
+from erase.toy.seed003 import W_DA, W_DATA, W_RETRAIN, descent_ascent, run_case
 
 
 def test_the_closed_forms_are_the_stationary_points():
@@ -60,3 +37,9 @@ def test_descent_ascent_converges_far_from_the_retrained_model():
 def test_with_a_large_forget_set_descent_ascent_diverges_and_the_guard_stops_it():
     with pytest.raises(Diverged, match=r"norm grew .* past the limit 3x; stopped and kept the weights"):
         descent_ascent(forget=(80, 10))
+
+
+def test_run_case_reports_the_seed_numbers():
+    out = run_case((30, 10))
+    assert out["descent_ascent"] == [-0.3574, 0.2039] and 21 < out["ratio"] < 25
+    assert "norm grew" in run_case((80, 10))["diverged"]
