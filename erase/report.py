@@ -167,7 +167,7 @@ def _untrain_scores(edit: dict) -> tuple[list[str], list[list[str]]]:
 def _facts(d: dict) -> list[list[str]]:
     mem = d.get("peak_memory") or {}
     return [
-        ["command", f"erase {d.get('command')} " + " ".join(d.get("argv") or [])],
+        ["command", "erase " + " ".join(d.get("argv") or [d.get("command") or ""])],
         ["wall time", f"{d.get('wall_seconds')} s"],
         ["peak memory", ", ".join(f"{k} {v}" for k, v in mem.items())],
         ["trainable parameters", str(d.get("trainable_parameters"))],
@@ -381,6 +381,7 @@ def _study_row(name: str, run: Path) -> dict:
             "method": cfg.get("method"),
             "kind": cfg.get("kind"),
             "what": cfg.get("concept") or cfg.get("forget"),
+            "retain": cfg.get("retain"),
         }
         if res.get("before") and res.get("after"):
             target = cfg.get("concept")
@@ -402,6 +403,8 @@ def _study_row(name: str, run: Path) -> dict:
             log = res.get("method_log", {})
             if "kappa" in log:
                 row["kappa_mean"] = float(np.mean(log["kappa"])) if log["kappa"] else None
+                refs = log.get("kappa_ref") or []
+                row["kappa_ref_mean"] = float(np.mean(refs)) if refs else None
                 row["verdict"] = log.get("verdict")
     if info["relearn"]:
         from erase.relearn import format_resurgence
@@ -456,9 +459,17 @@ def write_study(out: Path, name: str, runs: list[tuple[str, Path]]) -> Path:
         lines.append("")
     hamu = [r for r in rows if r.get("verdict")]
     if hamu:
-        lines += ["## HAMU hardness", "", "| run | retain | mean kappa | verdict |", "|---|---|---|---|"]
+        lines += [
+            "## HAMU hardness",
+            "",
+            "| run | forget | retain | mean kappa | mean kappa_ref (retain vs retain) | verdict |",
+            "|---|---|---|---|---|---|",
+        ]
         for r in hamu:
-            lines.append(f"| {r['run']} | {r['what']} | {r['kappa_mean']:.2f} | {r['verdict']} |")
+            ref = f"{r['kappa_ref_mean']:.2f}" if r.get("kappa_ref_mean") is not None else "-"
+            lines.append(
+                f"| {r['run']} | {r['what']} | {r.get('retain') or '-'} | {r['kappa_mean']:.2f} | {ref} | {r['verdict']} |"
+            )
         lines.append("")
     relearn = [r for r in rows if r.get("resurgence")]
     if relearn:

@@ -151,6 +151,10 @@ def test_hamu_verdict_names_easy_and_hard_pairs():
     assert verdict([0.1, 0.0], [False, False]).startswith("easy pair")
     assert verdict([0.8, 0.9], [True, True]).startswith("hard pair")
     assert verdict([0.5, 0.4], [True, False, False]).startswith("mostly easy")
+    # With the retain set's own alignment as the scale: the ratio decides, not kappa's size.
+    assert verdict([0.7, 0.7], [False, False], [0.9, 0.9]).startswith("easy pair")  # 0.78
+    assert verdict([0.85, 0.85], [False, True], [0.8, 0.82]).startswith("hard pair")  # 1.05
+    assert verdict([0.3, 0.3], [False, False], [0.29]).startswith("hard pair")  # small, but alike
 
 
 # Guard and registry kinds -----------------------------------------------------------------------

@@ -6,6 +6,7 @@ method should converge to; the unlearning oracle (retrained without any red) is 
 the whole concept.
 """
 
+import numpy as np
 import pytest
 import torch
 
@@ -114,3 +115,8 @@ def test_hamu_tells_an_easy_pair_from_a_hard_one_and_the_easy_pair_keeps_more(pr
     assert retain_change["easy"] < retain_change["hard"] - 0.1, seen  # the easy pair keeps more
     assert acc_drop["easy"] <= acc_drop["hard"], seen
     assert all(v["verdict"] for v in logs.values()), seen
+    # kappa against the retain set's own alignment, kappa_ref (measured: 0.69 / 0.74 = 0.93 for the
+    # easy pair, 0.85 / 0.81 = 1.05 for the hard one): the verdicts name which is which.
+    ratio = {k: np.mean(v["kappa"]) / np.mean(v["kappa_ref"]) for k, v in logs.items()}
+    assert logs["easy"]["verdict"].startswith("easy pair"), (ratio, logs["easy"]["verdict"])
+    assert logs["hard"]["verdict"].startswith("hard pair"), (ratio, logs["hard"]["verdict"])
