@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from erase import distributed
 from erase.concepts import Concept, ConceptBook
 from erase.errors import EraseError
 
@@ -99,9 +100,11 @@ def cached_generate(
     guidance: float,
     cache: Path | None,
     progress: bool = False,
+    batch_size: int = 32,
+    split: bool = False,
 ) -> tuple[list[Image.Image], int]:
     """``generate`` with an on-disk cache; returns the images (prompt-major) and how many were drawn."""
-    from erase.generate import generate
+    from erase.generate import generate_pairs
 
     settings = {"steps": steps, "guidance": guidance}
     jobs = [(p, s) for p in prompts for s in seeds]
@@ -114,21 +117,24 @@ def cached_generate(
                 with Image.open(f) as im:
                     found[i] = im.convert("RGB")
     todo = [i for i in range(len(jobs)) if i not in found]
-    # generate() seeds each image on its own, so drawing only the missing ones changes nothing.
-    by_prompt: dict[str, list[int]] = {}
-    for i in todo:
-        by_prompt.setdefault(jobs[i][0], []).append(i)
-    for prompt, idx in by_prompt.items():
-        ims = generate(
-            pipe, [prompt], [jobs[i][1] for i in idx], steps=steps, guidance=guidance, progress=progress
-        )
-        for i, im in zip(idx, ims):
-            found[i] = im
-            if cache is not None:
-                cache.mkdir(parents=True, exist_ok=True)
-                tmp = cache / f".{keys[i]}.{os.getpid()}.png"
-                im.save(tmp)
-                tmp.replace(cache / f"{keys[i]}.png")
+    # generate() seeds each image on its own, so drawing only the missing ones changes nothing; under
+    # several processes each draws a share and all get every image, and only the main one writes.
+    ims = generate_pairs(
+        pipe,
+        [jobs[i] for i in todo],
+        steps=steps,
+        guidance=guidance,
+        batch_size=batch_size,
+        progress=progress,
+        split=split,
+    )
+    for i, im in zip(todo, ims):
+        found[i] = im
+        if cache is not None and distributed.is_main():
+            cache.mkdir(parents=True, exist_ok=True)
+            tmp = cache / f".{keys[i]}.{os.getpid()}.png"
+            im.save(tmp)
+            tmp.replace(cache / f"{keys[i]}.png")
     return [found[i] for i in range(len(jobs))], len(todo)
 
 
@@ -164,8 +170,11 @@ def audit(
     guidance: float = 7.5,
     cache: Path | None = None,
     progress: bool = True,
+    batch_size: int = 32,
+    split: bool = False,
 ) -> dict:
-    """Draw every (row, column, seed) and classify it. Returns ``{"cells": [...], "images": {...},
+    """Draw every (row, column, seed) and classify it (``split``: share the drawing across the
+    processes of ``accelerate launch``; every process gets every image). Returns ``{"cells": [...], "images": {...},
     "drawn": n, "cached": n}``; images are keyed by (row index, column index) as lists over seeds."""
     from tqdm.auto import tqdm
 
@@ -184,7 +193,15 @@ def audit(
         fp = base_fingerprint if col.delta is None else f"{base_fingerprint}+{sha256_of(col.delta)}"
         with delta_applied(pipe, col.delta, base_fingerprint):
             ims, n = cached_generate(
-                pipe, prompts, seeds, fingerprint=fp, steps=steps, guidance=guidance, cache=cache
+                pipe,
+                prompts,
+                seeds,
+                fingerprint=fp,
+                steps=steps,
+                guidance=guidance,
+                cache=cache,
+                batch_size=batch_size,
+                split=split,
             )
         drawn += n
         by_prompt = {p: ims[k * len(seeds) : (k + 1) * len(seeds)] for k, p in enumerate(prompts)}

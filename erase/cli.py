@@ -277,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--model", default=None, help="base model (default: the one the delta records)")
     u.add_argument("--device", default=None)
     u.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"])
+    _pickle_arg(u)
     u.add_argument(
         "--delta",
         action="append",
@@ -299,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--unrelated", type=int, default=2, help="prompts from other groups")
     u.add_argument("--steps", type=int, default=25, help="sampling steps (default 25)")
     u.add_argument("--guidance", type=float, default=7.5)
+    u.add_argument("--batch-size", type=int, default=32, help="images per pipeline call")
     u.add_argument("--concepts", default="toy", help="concept file: a name under prompts/ or a YAML path")
     u.add_argument("--judge", default="toy")
     u.add_argument("--no-cache", action="store_true", help="redraw every image (default: reuse cached ones)")
@@ -1105,7 +1107,11 @@ def cmd_audit(args) -> dict:
         raise EraseError(f"{args.run} names no erased concept (a data-level run?); pass --concept NAME")
     target = book.get(name)
     seeds = parse_seeds(args.seeds)
-    for flag, v in [("--steps", args.steps), ("--erased-prompts", args.erased_prompts)]:
+    for flag, v in [
+        ("--steps", args.steps),
+        ("--erased-prompts", args.erased_prompts),
+        ("--batch-size", args.batch_size),
+    ]:
         _positive(flag, v)
     for flag, v in [("--neighbours", args.neighbours), ("--unrelated", args.unrelated)]:
         if v < 0:
@@ -1134,7 +1140,7 @@ def cmd_audit(args) -> dict:
     rec.prompts("rows", texts=[r.prompt for r in rows])
 
     # 2. Draw and judge every cell; one UNet, the deltas put on and taken off.
-    pipe = load_pipeline(base, device=args.device, dtype=args.dtype)
+    pipe = load_pipeline(base, device=args.device, dtype=args.dtype, allow_pickle=args.allow_pickle)
     judge = load_judge(args.judge, device=args.device)
     result = audit(
         pipe,
@@ -1146,7 +1152,11 @@ def cmd_audit(args) -> dict:
         steps=args.steps,
         guidance=args.guidance,
         cache=None if args.no_cache else cache_dir(),
+        batch_size=args.batch_size,
+        split=True,
     )
+    if not distributed.is_main():  # every process holds every cell; one draws the grid and writes
+        return {"cells": result["cells"]}
     table = presence_table(result["cells"], columns)
     image = render_grid(
         rows, columns, seeds, result, title=f"{meta['method']} on {target.name!r}: same prompts, same seeds"
@@ -1278,7 +1288,13 @@ def _run_stages(pipeline, out: Path, plan: list[tuple[str, list[str] | None]]) -
         if entry["status"] == "done":
             print(f"== {name}: done in an earlier run, skipped")
             continue
-        print(f"== {name}" + (f": erase {' '.join(argv)}" if argv else ""))
+        about = {
+            "load": "the model the stages below load",
+            "score": "the edit's before/after scores (in its record)",
+            "report": "report.html and report.md",
+            "seed003": "seed 003's logistic-regression case",
+        }
+        print(f"== {name}: " + (f"erase {' '.join(argv)}" if argv else about.get(name, "")))
         t0 = time.time()
         try:
             if name == "report":
@@ -1519,7 +1535,7 @@ def _quiet_libraries() -> None:
 
 # Commands that share their work across processes under `accelerate launch` (erase.distributed);
 # any other would run whole in every process, each racing to write the same output folder.
-MULTI_PROCESS = ("generate", "score", "relearn")
+MULTI_PROCESS = ("generate", "score", "relearn", "audit")
 
 
 def _start_processes(args) -> None:

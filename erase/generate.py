@@ -55,12 +55,33 @@ def generate(
     number of processes; with few batches some processes idle (lower ``batch_size``).
     """
     prompts, seeds = check_prompts(prompts), check_seeds(seeds)
-    check_pipeline_prompts(pipe, prompts)
+    jobs = [(p, s) for p in prompts for s in seeds]
+    return generate_pairs(
+        pipe, jobs, steps=steps, guidance=guidance, batch_size=batch_size, progress=progress, split=split
+    )
+
+
+@torch.no_grad()
+def generate_pairs(
+    pipe,
+    jobs: Sequence[tuple[str, int]],
+    *,
+    steps: int = 25,
+    guidance: float = 7.5,
+    batch_size: int = 32,
+    progress: bool = True,
+    split: bool = False,
+) -> list[Image.Image]:
+    """One image per ``(prompt, seed)`` pair, in the order given (``generate`` for any set of pairs,
+    such as the ones an image cache is missing); ``split`` as in ``generate``."""
+    if not jobs:
+        return []
+    jobs = list(zip(check_prompts([p for p, _ in jobs]), check_seeds([s for _, s in jobs])))
+    check_pipeline_prompts(pipe, list(dict.fromkeys(p for p, _ in jobs)))
     if steps <= 0:
         raise EraseError(f"steps must be positive, got {steps}")
     if batch_size <= 0:
         raise EraseError(f"batch size must be positive, got {batch_size}")
-    jobs = [(p, s) for p in prompts for s in seeds]
     batches = [jobs[i : i + batch_size] for i in range(0, len(jobs), batch_size)]
     if split:
         batches = distributed.share(batches)

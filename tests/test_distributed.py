@@ -177,3 +177,24 @@ def test_two_processes_relearn_exactly_like_one(tmp_path):
     assert (
         two["runs"] == one["runs"] and two["summary"] == one["summary"] and two["original"] == one["original"]
     )
+
+
+def test_two_processes_audit_exactly_like_one(tmp_path):
+    """An audit of a UCE erasure: 9 prompts x 1 seed x 2 columns, in batches of 3, so each process
+    draws part of every column; the judge's cells and the grid must be those of one process. In the
+    default suite (about 20 s) as the launched check that judged results do not depend on the split."""
+    run = tmp_path / "uce"
+    assert (
+        main(["concept", "red", "--method", "uce", "--no-score", "--device", "cpu", "--out", str(run)]) == 0
+    )
+    args = ["audit", str(run), "--seeds", "1000", "--steps", "3", "--batch-size", "3", "--no-cache"]
+    proc = launch([*args, "--out", str(tmp_path / "two")], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("grid and record:") == 1  # only the main process reports and writes
+    assert in_one_thread([*args, "--device", "cpu", "--out", str(tmp_path / "one")]) == 0
+    two = json.loads((tmp_path / "two" / "audit.json").read_text())["results"]
+    one = json.loads((tmp_path / "one" / "audit.json").read_text())["results"]
+    assert len(two["cells"]) == 18 and two["cells"] == one["cells"] and two["presence"] == one["presence"]
+    grid_one = np.asarray(Image.open(tmp_path / "one" / "audit.png"))
+    assert np.array_equal(grid_one, np.asarray(Image.open(tmp_path / "two" / "audit.png")))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two", "uce"]  # no stray folder
