@@ -18,6 +18,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _shown(path: str) -> str:
+    """The pipeline's path relative to the repository when it is inside it (records travel)."""
+    p = Path(path).resolve()
+    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
@@ -43,7 +49,7 @@ def main() -> None:
                 s["name"]: s.get("seconds") for s in state["stages"]
             }
     result = {
-        "pipeline": args.pipeline,
+        "pipeline": _shown(args.pipeline),
         "threads": args.threads,
         "runs": runs,
         "warm_over_cold": round(runs["warm"]["wall_seconds"] / runs["cold"]["wall_seconds"], 2),
