@@ -170,7 +170,11 @@ def _facts(d: dict) -> list[list[str]]:
         ["command", "erase " + " ".join(d.get("argv") or [d.get("command") or ""])],
         ["wall time", f"{d.get('wall_seconds')} s"],
         ["peak memory", ", ".join(f"{k} {v}" for k, v in mem.items())],
-        ["trainable parameters", str(d.get("trainable_parameters"))],
+        # None for stages that train nothing (audit, score): say so rather than print "None".
+        [
+            "trainable parameters",
+            f"{d['trainable_parameters']:,}" if d.get("trainable_parameters") else "none",
+        ],
         ["device", str(d.get("device"))],
         ["seeds", ",".join(str(s) for s in d.get("seeds") or [])],
     ]
