@@ -204,3 +204,57 @@ def sample_trajectories(
         guided = out[0] + guidance * (out[k] - out[0])
         x = sched.step(guided, t, x).prev_sample
     return Trajectories(torch.stack(lat), torch.stack(ts), torch.stack(preds))
+
+
+@dataclass
+class StateBank:
+    """Recorded states of sampled trajectories, flattened to (steps * n), with what the edited UNet
+    should predict at each."""
+
+    x: torch.Tensor
+    t: torch.Tensor
+    cond_index: torch.Tensor  # which prompt each state belongs to
+    target: torch.Tensor
+
+    def draw(self, k: int, gen: torch.Generator) -> tuple:
+        idx = torch.randint(len(self.x), (k,), generator=gen)
+        return self.x[idx], self.t[idx], self.cond_index[idx], self.target[idx]
+
+
+def state_bank(
+    pipe,
+    prompts: Conditioning,
+    uncond: Conditioning,
+    *,
+    trajectories: int,
+    steps: int,
+    guidance: float,
+    generator: torch.Generator,
+    anchors: Conditioning | None = None,
+    eta: float | None = None,
+) -> StateBank:
+    """Sample ``trajectories`` guided trajectories per prompt from ``pipe.unet`` (the frozen model:
+    call it before training), all in one batch, and record a regression target at every state.
+
+    ``eta`` None: the frozen prediction for the prompt itself (a preserve target: "predict what you
+    predicted before"). ``eta`` given: ESD's target, negative guidance away from the prompt, towards
+    its anchor (one per prompt) or, without anchors, the empty prompt.
+    """
+    which = torch.arange(len(prompts)).repeat_interleave(trajectories)  # trajectory -> prompt
+    conds = [uncond] if anchors is None else [uncond, anchors[which]]
+    tr = sample_trajectories(
+        pipe, pipe.unet, prompts[which], conds, steps=steps, guidance=guidance, generator=generator
+    )
+    n_steps, n = tr.latents.shape[:2]
+    own = tr.preds[:, :, -1]
+    if eta is None:
+        target = own
+    else:
+        base = tr.preds[:, :, 1] if anchors is not None else tr.preds[:, :, 0]
+        target = base - eta * (own - base)
+    return StateBank(
+        x=tr.latents.flatten(0, 1),
+        t=tr.timesteps.repeat_interleave(n),
+        cond_index=which.repeat(n_steps),
+        target=target.flatten(0, 1),
+    )

@@ -23,7 +23,15 @@ from tests import tiny
 
 FAST = {
     "esd": {"steps": 2, "trajectories": 1, "ddim_steps": 2, "batch_size": 1, "lr": 1e-2},
-    "ablation": {"steps": 2, "images_per_anchor": 1, "sample_steps": 2, "batch_size": 1, "lr": 1e-2},
+    "ablation": {
+        "steps": 2,
+        "images_per_anchor": 1,
+        "sample_steps": 2,
+        "batch_size": 1,
+        "lr": 1e-2,
+        "preserve_weight": 1.0,  # covers the preserve term
+        "preserve_trajectories": 1,
+    },
     "uce": {},
     # Random weights start above the guard's forget-loss limit of a trained model (1.0).
     "ga": {"steps": 2, "lr": 1e-3, "max_forget_loss": 100.0},
@@ -160,3 +168,14 @@ def test_unknown_methods_and_settings_are_refused():
         get_method("ca").config({"lr": -1})
     with pytest.raises(EraseError, match="ca needs an anchor"):
         run_method(tiny.sd1(), "ca", EraseInputs(targets=("a red circle",)), overrides=fast("ca"))
+
+
+def test_ca_negative_prompt_only_for_anchors_that_remove_words():
+    from erase.methods.ablation import removal_negative
+
+    assert removal_negative("a red circle", "a circle") == "red"
+    assert removal_negative("a house in the style of Van Gogh", "a house") == "in the style of van gogh"
+    # A guide names its own replacement: a negative prompt would also push away what it shares.
+    assert removal_negative("a red cross", "a red square") is None
+    assert removal_negative("a red circle", "a blue circle") is None
+    assert removal_negative("a circle", "a circle") is None

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from erase.checkpoint import Checkpointer
-from erase.diffusion import Conditioning, encode_prompts, predict, sample_trajectories
+from erase.diffusion import Conditioning, encode_prompts, predict, state_bank
 from erase.errors import EraseError
 from erase.layers import select_parameters
 from erase.methods.base import EraseInputs, fit, require_param_set, require_positive
@@ -70,62 +70,6 @@ TOY = {
 }
 
 
-@dataclass
-class StateBank:
-    """Recorded states of sampled trajectories, flattened to (steps * n)."""
-
-    x: torch.Tensor
-    t: torch.Tensor
-    cond_index: torch.Tensor  # which prompt each state belongs to
-    target: torch.Tensor  # what the edited UNet should predict there
-
-    def draw(self, k: int, gen: torch.Generator) -> tuple:
-        idx = torch.randint(len(self.x), (k,), generator=gen)
-        return self.x[idx], self.t[idx], self.cond_index[idx], self.target[idx]
-
-
-def _bank(
-    pipe,
-    prompts: Conditioning,
-    anchors: Conditioning | None,
-    uncond: Conditioning,
-    cfg,
-    gen,
-    *,
-    eta: float | None,
-) -> StateBank:
-    """Sample ``cfg.trajectories`` trajectories per prompt, all in one batch, and record the
-    regression target at every state.
-
-    ``eta`` given: the ESD target (negative guidance away from the prompt, towards its anchor or
-    the empty prompt). ``eta`` None: the frozen prediction for the prompt itself (preserve target).
-    """
-    which = torch.arange(len(prompts)).repeat_interleave(cfg.trajectories)  # trajectory -> prompt
-    conds = [uncond] if anchors is None else [uncond, anchors[which]]
-    tr = sample_trajectories(
-        pipe,
-        pipe.unet,
-        prompts[which],
-        conds,
-        steps=cfg.ddim_steps,
-        guidance=cfg.sample_guidance,
-        generator=gen,
-    )
-    steps, n = tr.latents.shape[:2]
-    own = tr.preds[:, :, -1]
-    if eta is None:
-        target = own
-    else:
-        base = tr.preds[:, :, 1] if anchors is not None else tr.preds[:, :, 0]
-        target = base - eta * (own - base)
-    return StateBank(
-        x=tr.latents.flatten(0, 1),
-        t=tr.timesteps.repeat_interleave(n),
-        cond_index=which.repeat(steps),
-        target=target.flatten(0, 1),
-    )
-
-
 def edit(
     pipe,
     inputs: EraseInputs,
@@ -149,8 +93,9 @@ def edit(
 
     # 3. Sample trajectories from the frozen model, once, with the targets they imply.
     unet.eval()
-    erase_bank = _bank(pipe, targets, anchors, uncond, cfg, gen, eta=cfg.eta)
-    keep_bank = _bank(pipe, preserve, None, uncond, cfg, gen, eta=None) if preserve else None
+    sampling = {"trajectories": cfg.trajectories, "steps": cfg.ddim_steps, "guidance": cfg.sample_guidance}
+    erase_bank = state_bank(pipe, targets, uncond, anchors=anchors, eta=cfg.eta, generator=gen, **sampling)
+    keep_bank = state_bank(pipe, preserve, uncond, generator=gen, **sampling) if preserve else None
 
     # 4. Fine-tune the chosen parameters.
     params = select_parameters(unet, cfg.params)
