@@ -179,3 +179,16 @@ def test_ca_negative_prompt_only_for_anchors_that_remove_words():
     assert removal_negative("a red cross", "a red square") is None
     assert removal_negative("a red circle", "a blue circle") is None
     assert removal_negative("a circle", "a circle") is None
+
+
+def test_recomputing_activations_gives_the_same_weights_and_is_switched_off_after():
+    weights = []
+    for recompute in (False, True):
+        pipe = tiny.sd1()
+        pipe.set_progress_bar_config(disable=True)
+        overrides = {**fast("esd-x"), "steps": 3, "recompute_activations": recompute}
+        run_method(pipe, "esd-x", INPUTS, overrides=overrides, seed=0, progress=False)
+        assert not pipe.unet.is_gradient_checkpointing
+        weights.append(snapshot(pipe.unet))
+    for k in weights[0]:
+        torch.testing.assert_close(weights[0][k], weights[1][k], rtol=1e-5, atol=1e-6)

@@ -148,6 +148,7 @@ def fit(
     generators: Sequence[torch.Generator] = (),
     extra: dict[str, list] | None = None,
     checkpoint: Checkpointer | None = None,
+    recompute_activations: bool = False,
 ) -> list[float]:
     """Gradient steps on ``params`` (of ``module``) with ``loss_fn(step)``; returns the loss per step.
 
@@ -166,6 +167,10 @@ def fit(
     on SIGTERM, and restores it when resuming. For that it must see all the loop's state: the
     ``generators`` ``loss_fn`` draws from, and in ``extra`` the lists that ``loss_fn`` or
     ``after_step`` append to (JSON-able; restored in place).
+
+    ``recompute_activations`` turns on the module's gradient checkpointing (diffusers models) for
+    the loop: activations are recomputed in the backward pass instead of kept, which trades time for
+    memory and leaves the gradients, and so the result, unchanged.
     """
     if steps <= 0:
         raise EraseError(f"steps must be positive, got {steps}")
@@ -177,6 +182,11 @@ def fit(
     for p in plist:
         p.requires_grad_(True)
     module.train()
+    was_checkpointing = getattr(module, "is_gradient_checkpointing", False)
+    if recompute_activations and not was_checkpointing:
+        if not hasattr(module, "enable_gradient_checkpointing"):
+            raise EraseError(f"{type(module).__name__} cannot recompute activations; leave it off")
+        module.enable_gradient_checkpointing()
     try:
         looping = (
             contextlib.nullcontext()
@@ -190,6 +200,8 @@ def fit(
                 )
     finally:
         module.eval().requires_grad_(False)
+        if recompute_activations and not was_checkpointing:
+            module.disable_gradient_checkpointing()
     return state.losses
 
 
