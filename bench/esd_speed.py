@@ -92,7 +92,7 @@ def run_variant(args) -> dict:
                 "batch_size": 1,
                 "eta": 1.0,
                 "lr": 1e-5,
-                "recompute_activations": args.variant == "ours-recompute",
+                "low_memory": args.variant == "ours-low-memory",
             },
         )
     seconds = time.perf_counter() - t0
@@ -114,16 +114,16 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--px", type=int, default=256, help="image size of the sd15 model (latents px/8)")
     p.add_argument(
-        "--recompute", action="store_true", help="also run ours with recompute_activations (less memory)"
+        "--low-memory", action="store_true", help="also run ours with low_memory (recomputed activations)"
     )
-    p.add_argument("--variant", choices=["naive", "ours", "ours-recompute"], help=argparse.SUPPRESS)
+    p.add_argument("--variant", choices=["naive", "ours", "ours-low-memory"], help=argparse.SUPPRESS)
     p.add_argument("--out", help="write the JSON result here")
     args = p.parse_args()
     if args.variant:
         print(json.dumps(run_variant(args)))
         return
     results = {}
-    variants = ("naive", "ours", "ours-recompute") if args.recompute else ("naive", "ours")
+    variants = ("naive", "ours", "ours-low-memory") if args.low_memory else ("naive", "ours")
     for variant in variants:  # one after the other: two torch jobs on 2 cores distort both
         cmd = [
             sys.executable,
@@ -164,9 +164,9 @@ def main():
             (o["peak_rss_mb"] - o["model_loaded_rss_mb"]) / (n["peak_rss_mb"] - n["model_loaded_rss_mb"]), 3
         ),
     }
-    if args.recompute:
-        r = results["ours-recompute"]
-        summary["recompute"] = {
+    if args.low_memory:
+        r = results["ours-low-memory"]
+        summary["low_memory"] = {
             "speedup": round(n["seconds"] / r["seconds"], 2),
             "peak_memory_ratio_over_naive": round(r["peak_rss_mb"] / n["peak_rss_mb"], 3),
             "added_memory_ratio_over_naive": round(

@@ -181,12 +181,12 @@ def test_ca_negative_prompt_only_for_anchors_that_remove_words():
     assert removal_negative("a circle", "a circle") is None
 
 
-def test_recomputing_activations_gives_the_same_weights_and_is_switched_off_after():
+def test_low_memory_gives_the_same_weights_and_is_switched_off_after():
     weights = []
-    for recompute in (False, True):
+    for low in (False, True):
         pipe = tiny.sd1()
         pipe.set_progress_bar_config(disable=True)
-        overrides = {**fast("esd-x"), "steps": 3, "recompute_activations": recompute}
+        overrides = {**fast("esd-x"), "steps": 3, "low_memory": low}
         run_method(pipe, "esd-x", INPUTS, overrides=overrides, seed=0, progress=False)
         assert not pipe.unet.is_gradient_checkpointing
         weights.append(snapshot(pipe.unet))

@@ -117,17 +117,21 @@ class DivergenceGuard:
         return None
 
 
-def make_optimizer(params: list[torch.nn.Parameter], name: str, lr: float) -> torch.optim.Optimizer:
+def make_optimizer(
+    params: list[torch.nn.Parameter], name: str, lr: float, *, foreach: bool | None = None
+) -> torch.optim.Optimizer:
+    """``foreach=False`` steps one tensor at a time: slower on a GPU, but without the multi-tensor
+    path's temporaries (a full copy of the optimizer state's size in Adam's step)."""
     if not lr > 0:
         raise EraseError(f"learning rate must be positive, got {lr}")
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr)
+        return torch.optim.Adam(params, lr=lr, foreach=foreach)
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr)
+        return torch.optim.AdamW(params, lr=lr, foreach=foreach)
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr)
+        return torch.optim.SGD(params, lr=lr, foreach=foreach)
     if name == "sgdm":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9)
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, foreach=foreach)
     raise EraseError(f"unknown optimizer {name!r}; choose adam, adamw, sgd or sgdm")
 
 
@@ -148,7 +152,7 @@ def fit(
     generators: Sequence[torch.Generator] = (),
     extra: dict[str, list] | None = None,
     checkpoint: Checkpointer | None = None,
-    recompute_activations: bool = False,
+    low_memory: bool = False,
 ) -> list[float]:
     """Gradient steps on ``params`` (of ``module``) with ``loss_fn(step)``; returns the loss per step.
 
@@ -168,14 +172,18 @@ def fit(
     ``generators`` ``loss_fn`` draws from, and in ``extra`` the lists that ``loss_fn`` or
     ``after_step`` append to (JSON-able; restored in place).
 
-    ``recompute_activations`` turns on the module's gradient checkpointing (diffusers models) for
-    the loop: activations are recomputed in the backward pass instead of kept, which trades time for
-    memory and leaves the gradients, and so the result, unchanged.
+    ``low_memory`` trades time for memory without changing what is optimised: the module's gradient
+    checkpointing (diffusers models) is on for the loop, so activations are recomputed in the
+    backward pass instead of kept, and the optimizer steps one tensor at a time.
     """
     if steps <= 0:
         raise EraseError(f"steps must be positive, got {steps}")
     plist = list(params.values())
-    opt = make_optimizer(plist, optimizer, lr) if step_fn is None else None
+    opt = (
+        make_optimizer(plist, optimizer, lr, foreach=False if low_memory else None)
+        if step_fn is None
+        else None
+    )
     state = LoopState(params, opt, tuple(generators), extra or {})
     tag = loop_tag(desc, steps, lr, optimizer if step_fn is None else "own step", params)
     module.requires_grad_(False)
@@ -183,9 +191,9 @@ def fit(
         p.requires_grad_(True)
     module.train()
     was_checkpointing = getattr(module, "is_gradient_checkpointing", False)
-    if recompute_activations and not was_checkpointing:
+    if low_memory and not was_checkpointing:
         if not hasattr(module, "enable_gradient_checkpointing"):
-            raise EraseError(f"{type(module).__name__} cannot recompute activations; leave it off")
+            raise EraseError(f"{type(module).__name__} has no gradient checkpointing; leave low_memory off")
         module.enable_gradient_checkpointing()
     try:
         looping = (
@@ -200,7 +208,7 @@ def fit(
                 )
     finally:
         module.eval().requires_grad_(False)
-        if recompute_activations and not was_checkpointing:
+        if low_memory and not was_checkpointing:
             module.disable_gradient_checkpointing()
     return state.losses
 

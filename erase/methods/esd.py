@@ -50,8 +50,9 @@ class Config:
     sample_guidance: float = 3.0  # guidance when sampling x_t (ESD's start_guidance)
     preserve_weight: float = 1.0  # weight of the preserve term, when preserve prompts are given
     optimizer: str = "adam"
-    # Recompute UNet activations in the backward pass: less memory, more time, the same gradients.
-    recompute_activations: bool = False
+    # Recompute UNet activations in the backward pass, step Adam tensor by tensor: less memory, more
+    # time, the same gradients.
+    low_memory: bool = False
 
     def __post_init__(self):
         require_param_set("esd", self.params)
@@ -129,7 +130,7 @@ def edit(
         progress=progress,
         generators=(gen,),
         checkpoint=checkpoint,
-        recompute_activations=cfg.recompute_activations,
+        low_memory=cfg.low_memory,
     )
     return {
         "params": sorted(params),
