@@ -256,6 +256,12 @@ CASES: list[tuple[str, list[str], tuple[str, ...], Callable | None]] = [
     ),
     ("concept-unknown-setting", ["concept", "red", "--set", "etaa=2", *OUT], ("etaa", "it has"), None),
     (
+        "concept-setting-of-the-wrong-type",
+        ["concept", "red", "--set", "low_memory=maybe", *OUT],
+        ("low_memory must be bool", "true or false"),
+        None,
+    ),
+    (
         "concept-out-under-a-file",
         ["concept", "red", "--out", "{tmp}/afile/run"],
         ("afile", "writable --out"),

@@ -31,8 +31,32 @@ class Method:
         unknown = sorted(set(overrides) - known)
         if unknown:
             raise EraseError(f"{self.name} has no setting {unknown[0]!r}; it has {', '.join(sorted(known))}")
+        types = {f.name: f.type for f in fields(self.module.Config)}
+        overrides = {k: _typed(self.name, k, types[k], v) for k, v in overrides.items()}
         values = (dict(self.module.TOY) if toy else {}) | self.variant | overrides
         return self.module.Config(**values)
+
+
+_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
+
+
+def _typed(method: str, name: str, annotation, value):
+    """A user's setting checked against the config field's type (``--set low_memory=maybe`` or
+    ``steps: ten`` would otherwise reach the method as a string); an int is accepted as a float."""
+    want = _TYPES.get(annotation if isinstance(annotation, str) else getattr(annotation, "__name__", ""))
+    if want is None:
+        return value
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if want is float and isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if isinstance(value, want) and (want is bool or not isinstance(value, bool)):
+        return value
+    example = {"int": "200", "float": "1e-4", "bool": "true or false", "str": "a word"}[want.__name__]
+    raise EraseError(f"{method} setting {name} must be {want.__name__} ({example}), got {value!r}")
 
 
 REGISTRY: dict[str, Method] = {
