@@ -233,7 +233,7 @@ DATA_BAD = [
     (["--forget", "toy:ids=0:color=blue"], "names no training sample"),  # sample 0 is red
     (["--forget", "toy:ids=1,2", "--retain", "toy:ids=1,2"], "entirely inside the forget set"),
     (["--set", "alpha=-1", "--method", "graddiff"], "alpha must be >= 0"),
-    (["--set", "lr=fast"], "lr must be a number, got 'fast'"),
+    (["--set", "lr=fast"], "lr must be float (1e-4), got 'fast'"),
 ]
 
 
