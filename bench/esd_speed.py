@@ -8,10 +8,12 @@ the same batched call that steps the sampler, no UNet copy.
 
 Each variant runs in its own subprocess so that its peak resident memory is its own. Reported:
 time ratio and peak-memory ratio (ours / naive), and the ratio of what each adds to the
-process's memory after the pipeline is loaded.
+process's memory after the pipeline is loaded. Memory is peak resident set size on ``--device cpu``
+and ``torch.cuda.max_memory_allocated`` on ``cuda`` (not yet run on a GPU here).
 
     python bench/esd_speed.py --model toy --iters 100
     python bench/esd_speed.py --model sd15 --px 128 --iters 20 --ddim-steps 25   # SD 1.5, ~9 minutes
+    python bench/esd_speed.py --model sd15 --px 512 --iters 50 --low-memory --device cuda   # on a GPU
 
 On ``sd15`` the UNet is the real SD 1.5 architecture (859 M parameters) built from its config with
 random weights at 256 px (32x32 latents), with a text encoder of CLIP ViT-L/14's shape: no
@@ -69,11 +71,17 @@ def run_variant(args) -> dict:
     from erase.unlearn import run_method
 
     if args.model == "sd15":
-        pipe = sd15_pipeline(sample_size=args.px // 8)
+        pipe = sd15_pipeline(sample_size=args.px // 8).to(args.device)
     else:
-        pipe = load_pipeline(args.model, device="cpu")
+        pipe = load_pipeline(args.model, device=args.device)
     pipe.set_progress_bar_config(disable=True)
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    cuda = args.device.startswith("cuda")
+    if cuda:  # tensors on the device only: the libraries and the host copy are not counted
+        torch.cuda.synchronize()
+        loaded = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     prompt = "a red circle"
     t0 = time.perf_counter()
     if args.variant == "naive":
@@ -95,13 +103,20 @@ def run_variant(args) -> dict:
                 "low_memory": args.variant == "ours-low-memory",
             },
         )
+    if cuda:
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = (
+        torch.cuda.max_memory_allocated()
+        if cuda
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )
+    mem = "cuda" if cuda else "rss"
     return {
         "variant": args.variant,
         "seconds": seconds,
-        "peak_rss_mb": rss / 1024,
-        "model_loaded_rss_mb": rss0 / 1024,
+        f"peak_{mem}_mb": peak / 2**20,
+        f"model_loaded_{mem}_mb": loaded / 2**20,
     }
 
 
@@ -112,6 +127,7 @@ def main():
     p.add_argument("--ddim-steps", type=int, default=25)
     p.add_argument("--trajectories", type=int, default=1, help="trajectories sampled up front (ours)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="cpu (peak resident memory) or cuda (peak allocated)")
     p.add_argument("--px", type=int, default=256, help="image size of the sd15 model (latents px/8)")
     p.add_argument(
         "--low-memory", action="store_true", help="also run ours with low_memory (recomputed activations)"
@@ -142,11 +158,15 @@ def main():
             str(args.threads),
             "--px",
             str(args.px),
+            "--device",
+            args.device,
         ]
         env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
         out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
         results[variant] = json.loads(out.strip().splitlines()[-1])
     n, o = results["naive"], results["ours"]
+    mem = "cuda" if args.device.startswith("cuda") else "rss"
+    peak, loaded = f"peak_{mem}_mb", f"model_loaded_{mem}_mb"
     summary = {
         "model": args.model,
         "iters": args.iters,
@@ -154,23 +174,22 @@ def main():
         "trajectories": args.trajectories,
         "threads": args.threads,
         "px": args.px if args.model == "sd15" else None,
+        "device": args.device,
         **results,
         "time_ratio_ours_over_naive": round(o["seconds"] / n["seconds"], 3),
         "speedup": round(n["seconds"] / o["seconds"], 2),
-        "peak_memory_ratio_ours_over_naive": round(o["peak_rss_mb"] / n["peak_rss_mb"], 3),
+        "peak_memory_ratio_ours_over_naive": round(o[peak] / n[peak], 3),
         # The loaded pipeline (UNet, text encoder, libraries) is in both peaks; this is what the
         # edit itself adds on top of it.
-        "added_memory_ratio_ours_over_naive": round(
-            (o["peak_rss_mb"] - o["model_loaded_rss_mb"]) / (n["peak_rss_mb"] - n["model_loaded_rss_mb"]), 3
-        ),
+        "added_memory_ratio_ours_over_naive": round((o[peak] - o[loaded]) / (n[peak] - n[loaded]), 3),
     }
     if args.low_memory:
         r = results["ours-low-memory"]
         summary["low_memory"] = {
             "speedup": round(n["seconds"] / r["seconds"], 2),
-            "peak_memory_ratio_over_naive": round(r["peak_rss_mb"] / n["peak_rss_mb"], 3),
+            "peak_memory_ratio_over_naive": round(r[peak] / n[peak], 3),
             "added_memory_ratio_over_naive": round(
-                (r["peak_rss_mb"] - r["model_loaded_rss_mb"]) / (n["peak_rss_mb"] - n["model_loaded_rss_mb"]),
+                (r[peak] - r[loaded]) / (n[peak] - n[loaded]),
                 3,
             ),
         }
