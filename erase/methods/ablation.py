@@ -79,8 +79,9 @@ class Config:
 
 # Prior preservation on: with a guide that is not red ("a blue {shape}"), lr 2e-4 took red to 0.00
 # either way, but without it yellow fell to 0.39 and blue to 0.72. The preserve term on: without it
-# the other group paid (square 0.94 -> 0.50 erasing red; shapes -0.11 erasing cross); with it red
-# 1.00 -> 0.00 and cross 0.89 -> 0.17 keep every other shape within 0.05 and every colour at 1.00.
+# the other group paid (square 0.94 -> 0.50 erasing red); with it red goes 1.00 -> 0.00 on 2 seeds,
+# other colours stay at 1.00 and shapes within 0.14. A shape needs more: at this lr cross only fell
+# to 0.17 / 0.28; lr 5e-4 with preserve_weight 2 meets the bar (README, slow test).
 TOY = {
     "lr": 2e-4,
     "steps": 150,
