@@ -74,6 +74,17 @@ def in_one_thread(args: list[str]) -> int:
         torch.set_num_threads(threads)
 
 
+def two_and_one(args: list[str], tmp_path: Path, reports: str | None = None, timeout: int = 300) -> None:
+    """``args`` launched on 2 processes into ``tmp_path/two`` and run in this process into
+    ``tmp_path/one``; ``reports``, a line the command prints once, must come from the main
+    process only (only it reports and writes)."""
+    proc = launch([*args, "--out", str(tmp_path / "two")], tmp_path, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    if reports is not None:
+        assert proc.stdout.count(reports) == 1, proc.stdout[-3000:]
+    assert in_one_thread([*args, "--device", "cpu", "--out", str(tmp_path / "one")]) == 0
+
+
 # The helpers, without processes --------------------------------------------------------------------
 
 
@@ -113,10 +124,7 @@ def test_two_processes_generate_exactly_like_one(tmp_path):
     2 and 1 of the 3 batches; generation does not import the CLIP judge, which keeps this short."""
     args = ["generate", "--prompt", "a red circle", "--prompt", "a blue square", "--seeds", "0-2"]
     args += ["--steps", "3", "--batch-size", "2"]
-    proc = launch([*args, "--out", str(tmp_path / "two")], tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("wrote 6 images") == 1  # only the main process reports and writes
-    assert in_one_thread([*args, "--device", "cpu", "--out", str(tmp_path / "one")]) == 0
+    two_and_one(args, tmp_path, reports="wrote 6 images")
     names = sorted(p.name for p in (tmp_path / "one" / "images").iterdir())
     assert len(names) == 6 and names == sorted(p.name for p in (tmp_path / "two" / "images").iterdir())
     for name in names:
@@ -130,10 +138,7 @@ def test_two_processes_generate_exactly_like_one(tmp_path):
 def test_two_processes_score_exactly_like_one(tmp_path):
     """12 held-out prompts x 1 seed in batches of 3: each process makes 2 of the 4 batches."""
     args = ["score", "--concept", "red", "--seeds", "1000", "--steps", "3", "--batch-size", "3"]
-    proc = launch([*args, "--out", str(tmp_path / "two")], tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("record:") == 1  # only the main process reports and writes
-    assert in_one_thread([*args, "--device", "cpu", "--out", str(tmp_path / "one")]) == 0
+    two_and_one(args, tmp_path, reports="record:")
     two = json.loads((tmp_path / "two" / "record.json").read_text())["results"]
     one = json.loads((tmp_path / "one" / "record.json").read_text())["results"]
     assert two["concepts"]["red"]["n"] == 12
@@ -168,9 +173,7 @@ def test_two_processes_relearn_exactly_like_one(tmp_path):
         "--eval-steps",
         "3",
     ]
-    proc = launch([*args, "--out", str(tmp_path / "two")], tmp_path, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert in_one_thread([*args, "--device", "cpu", "--out", str(tmp_path / "one")]) == 0
+    two_and_one(args, tmp_path, timeout=600)
     two = json.loads((tmp_path / "two" / "relearn.json").read_text())["results"]
     one = json.loads((tmp_path / "one" / "relearn.json").read_text())["results"]
     assert [r["config"] for r in two["runs"]] == [r["config"] for r in one["runs"]]  # config order
@@ -188,10 +191,7 @@ def test_two_processes_audit_exactly_like_one(tmp_path):
         main(["concept", "red", "--method", "uce", "--no-score", "--device", "cpu", "--out", str(run)]) == 0
     )
     args = ["audit", str(run), "--seeds", "1000", "--steps", "3", "--batch-size", "3", "--no-cache"]
-    proc = launch([*args, "--out", str(tmp_path / "two")], tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("grid and record:") == 1  # only the main process reports and writes
-    assert in_one_thread([*args, "--device", "cpu", "--out", str(tmp_path / "one")]) == 0
+    two_and_one(args, tmp_path, reports="grid and record:")
     two = json.loads((tmp_path / "two" / "audit.json").read_text())["results"]
     one = json.loads((tmp_path / "one" / "audit.json").read_text())["results"]
     assert len(two["cells"]) == 18 and two["cells"] == one["cells"] and two["presence"] == one["presence"]
