@@ -5,6 +5,7 @@ Whether erasure works is tested on the trained toy world (test_erasure_toy.py).
 """
 
 import pkgutil
+import re
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from erase.errors import EraseError
 from erase.generate import generate
 from erase.layers import select_parameters
 from erase.methods import REGISTRY, get_method
-from erase.methods.base import EraseInputs, ImageSet
+from erase.methods.base import EraseInputs, ImageSet, NonFiniteLoss, fit
 from erase.models import load_pipeline
 from erase.unlearn import run_method, write_delta
 from tests import tiny
@@ -123,6 +124,37 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_weights():
     with pytest.raises(EraseError, match="loss became nan at step 0; stopped before any step"):
         run_method(pipe, "esd-x", INPUTS, overrides=fast("esd-x") | {"eta": float("nan")}, progress=False)
     assert all(torch.equal(v, before[k]) for k, v in pipe.unet.state_dict().items())
+
+
+def test_low_memory_non_finite_gradient_stops_and_says_which_tensors_stepped():
+    # low_memory steps each tensor inside the backward pass; a NaN gradient in one tensor (sqrt at
+    # 0 has an infinite slope, times 0) arrives after some others have stepped: the loop must
+    # stop, leave the bad tensor and every later one untouched, and count the ones that moved.
+    unet = tiny.sd1().unet
+    params = select_parameters(unet, "xattn")
+    names = sorted(params)
+    bad = params[names[len(names) // 2]]
+
+    def loss_fn(step):
+        loss = sum((p.float() ** 2).mean() for p in params.values())
+        if step == 1:
+            loss = loss + torch.sqrt(((bad - bad.detach()) ** 2).sum())
+        return loss
+
+    after_first = {}
+
+    def remember(step):
+        if step == 0:
+            after_first.update({k: v.detach().clone() for k, v in params.items()})
+
+    with pytest.raises(NonFiniteLoss, match=r"at step 1; .* so (\d+) of (\d+) tensors took step 1") as err:
+        fit(unet, params, loss_fn, steps=3, lr=1e-2, progress=False, after_step=remember, low_memory=True)
+    stepped, total = map(int, re.search(r"(\d+) of (\d+) tensors", str(err.value)).groups())
+    moved = [k for k, v in params.items() if not torch.equal(v, after_first[k])]
+    assert total == len(params) and len(moved) == stepped < total
+    assert torch.equal(bad, after_first[names[len(names) // 2]])
+    assert all(p.grad is None for p in params.values())
+    assert not unet.is_gradient_checkpointing
 
 
 @pytest.mark.parametrize(

@@ -174,7 +174,8 @@ def fit(
 
     ``low_memory`` trades time for memory without changing what is optimised: the module's gradient
     checkpointing (diffusers models) is on for the loop, so activations are recomputed in the
-    backward pass instead of kept, and the optimizer steps one tensor at a time.
+    backward pass instead of kept, and (without ``grad_hook`` or ``step_fn``, which need every
+    gradient at once) each tensor is stepped as soon as its gradient is complete (``StepInBackward``).
     """
     if steps <= 0:
         raise EraseError(f"steps must be positive, got {steps}")
@@ -184,6 +185,7 @@ def fit(
         if step_fn is None
         else None
     )
+    in_backward = low_memory and opt is not None and grad_hook is None
     state = LoopState(params, opt, tuple(generators), extra or {})
     tag = loop_tag(desc, steps, lr, optimizer if step_fn is None else "own step", params)
     module.requires_grad_(False)
@@ -195,6 +197,7 @@ def fit(
         if not hasattr(module, "enable_gradient_checkpointing"):
             raise EraseError(f"{type(module).__name__} has no gradient checkpointing; leave low_memory off")
         module.enable_gradient_checkpointing()
+    stepper = StepInBackward(opt, plist) if in_backward else None
     try:
         looping = (
             contextlib.nullcontext()
@@ -204,16 +207,65 @@ def fit(
         with looping:
             if not state.finished:
                 _loop(
-                    state, loss_fn, steps, desc, progress, grad_hook, after_step, guard, step_fn, checkpoint
+                    state,
+                    loss_fn,
+                    steps,
+                    desc,
+                    progress,
+                    grad_hook,
+                    after_step,
+                    guard,
+                    step_fn,
+                    checkpoint,
+                    stepper,
                 )
     finally:
+        if stepper is not None:
+            stepper.remove()
         module.eval().requires_grad_(False)
         if low_memory and not was_checkpointing:
             module.disable_gradient_checkpointing()
     return state.losses
 
 
-def _loop(state, loss_fn, steps, desc, progress, grad_hook, after_step, guard, step_fn, checkpoint) -> None:
+class StepInBackward:
+    """Steps each trained tensor as soon as its gradient is complete, inside the backward pass, and
+    frees that gradient: the gradients of all trained tensors never exist at once (for ESD-x on
+    SD 1.5, 176 MB less at the backward pass's peak).
+
+    The weights are the same as stepping after the backward pass: every optimizer here (Adam, AdamW,
+    SGD with or without momentum) updates a tensor from that tensor's gradient and state alone.
+    The cost is in the non-finite check: a bad gradient is seen when it arrives, after the tensors
+    whose gradients came first have taken that step. The loop stops there and says how many did.
+    """
+
+    def __init__(self, opt: torch.optim.Optimizer, plist: list[torch.nn.Parameter]):
+        self.opt, self.total = opt, len(plist)
+        self.bad: bool = False
+        self.stepped = 0
+        self.handles = [p.register_post_accumulate_grad_hook(self._arrived) for p in plist]
+
+    def start(self) -> None:
+        self.bad, self.stepped = False, 0
+
+    def _arrived(self, p: torch.nn.Parameter) -> None:
+        if not self.bad and not torch.isfinite(p.grad).all():
+            self.bad = True
+        if not self.bad:
+            # Every other trained tensor's gradient is None here (freed after its own step, or
+            # not computed yet), so the optimizer's step touches this tensor only.
+            self.opt.step()
+            self.stepped += 1
+        p.grad = None
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def _loop(
+    state, loss_fn, steps, desc, progress, grad_hook, after_step, guard, step_fn, checkpoint, stepper
+) -> None:
     plist, opt, losses = list(state.params.values()), state.optimizer, state.losses
     bar = tqdm(range(state.step, steps), desc=desc, disable=not progress, leave=False, initial=state.step)
     for step in bar:
@@ -229,7 +281,16 @@ def _loop(state, loss_fn, steps, desc, progress, grad_hook, after_step, guard, s
             )
         for p in plist:
             p.grad = None
+        if stepper is not None:
+            stepper.start()
         loss.backward()
+        if stepper is not None and stepper.bad:
+            raise NonFiniteLoss(
+                f"{desc}: gradient became non-finite at step {step}; low_memory steps each tensor as its "
+                f"gradient arrives, so {stepper.stepped} of {stepper.total} tensors took step {step} and "
+                f"the rest kept {f'the weights of step {step - 1}' if step else 'their initial weights'}; "
+                "lower the learning rate"
+            )
         if grad_hook is not None:
             grad_hook()
         if not all(torch.isfinite(p.grad).all() for p in plist if p.grad is not None):
@@ -241,7 +302,7 @@ def _loop(state, loss_fn, steps, desc, progress, grad_hook, after_step, guard, s
         if step_fn is not None:
             with torch.no_grad():
                 step_fn(step)
-        else:
+        elif stepper is None:
             opt.step()
         losses.append(loss.item())
         bar.set_postfix(loss=f"{losses[-1]:.4f}")

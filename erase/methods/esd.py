@@ -50,8 +50,8 @@ class Config:
     sample_guidance: float = 3.0  # guidance when sampling x_t (ESD's start_guidance)
     preserve_weight: float = 1.0  # weight of the preserve term, when preserve prompts are given
     optimizer: str = "adam"
-    # Recompute UNet activations in the backward pass, step Adam tensor by tensor: less memory, more
-    # time, the same gradients.
+    # Recompute UNet activations in the backward pass and step each tensor as its gradient arrives
+    # (erase.methods.base.StepInBackward): less memory, more time, the same weights.
     low_memory: bool = False
 
     def __post_init__(self):
