@@ -98,20 +98,22 @@ def test_uce_replacing_a_shape_by_another_removes_it(base_colors, base_shapes, t
     assert_shape_bar(after, base_shapes, base_colors)
 
 
-CA_SHAPE = {"anchor": "a {color} square", "lr": 5e-4, "preserve_weight": 2.0}
+CA_SHAPE = {"anchor": "a {color} square", "lr": 5e-4, "preserve_weight": 2.0, "images_per_anchor": 16}
 
 
-@pytest.mark.slow  # about 4 minutes: two CA edits and 16 concept scores; no room in the default suite
+@pytest.mark.slow  # about 8 minutes: three CA edits and 24 concept scores; no room in the default suite
 def test_ca_replacing_a_shape_by_another_removes_it(base_colors, base_shapes, toy_judge, toy_book):
-    """The shape bar for Concept Ablation: the toy setting at lr 5e-4 with preserve_weight 2,
-    guide "a {color} square". Measured, seed 0: cross 0.89 -> 0.03, circle 0.86, square 0.89,
-    triangle 1.00, colours 1.00. Seed 1 misses by a few images (square 0.83, red 0.81): single
-    edit seeds differ by up to 0.1 on a concept here (36 images each), so the bar is asserted on
-    seed 0 and on the mean of both (72 images; measured: cross 0.08, circle 0.82, square 0.86,
-    triangle 0.97, red 0.91). It needed two fixes: no negative prompt for a guide (the target as
-    negative took colours to 0.42) and the preserve term (without it shapes fell 0.05-0.11)."""
-    runs = [erase("ca", "cross", toy_book, toy_judge, COLORS + SHAPES, seed=s, **CA_SHAPE) for s in (0, 1)]
-    assert_shape_bar(runs[0], base_shapes, base_colors)
+    """The shape bar for Concept Ablation: the toy setting at lr 5e-4 with preserve_weight 2 and 16
+    anchor images per prompt, guide "a {color} square". Single edit seeds differ by up to 0.1 on a
+    concept here (36 images each), so cross must fall to the bar on every seed and the neighbours
+    are held to it on the mean of three (108 images). Measured, seeds 0 / 1 / 2: cross 0.89 ->
+    0.14 / 0.14 / 0.08; square 0.94 -> 0.89 / 0.89 / 0.83 (seed 2 misses the bar of 0.84 by one
+    image); circle 0.92 / 0.81 / 0.81; triangle >= 0.94; colours >= 0.92. With 8 anchor images
+    seed 1 missed on square and red (0.83, 0.81). It needed two fixes: no negative prompt for a
+    guide (the target as negative took colours to 0.42) and the preserve term (without it shapes
+    fell 0.05-0.11)."""
+    runs = [erase("ca", "cross", toy_book, toy_judge, COLORS + SHAPES, seed=s, **CA_SHAPE) for s in (0, 1, 2)]
+    assert all(r["cross"] <= 0.20 for r in runs), runs
     mean = {n: sum(r[n] for r in runs) / len(runs) for n in runs[0]}
     assert_shape_bar(mean, base_shapes, base_colors)
 
