@@ -44,9 +44,14 @@ INPUTS = EraseInputs(
 )
 
 
-def erasure(pipe, ckpt):
-    overrides = {"steps": 10, "trajectories": 1, "ddim_steps": 2, "batch_size": 2, "lr": 1e-2}
+def erasure(pipe, ckpt, **extra):
+    overrides = {"steps": 10, "trajectories": 1, "ddim_steps": 2, "batch_size": 2, "lr": 1e-2, **extra}
     return run_method(pipe, "esd-x", INPUTS, overrides=overrides, seed=0, progress=False, checkpoint=ckpt).log
+
+
+def erasure_low_memory(pipe, ckpt):
+    """Steps taken inside the backward pass (StepInBackward) must checkpoint and resume the same."""
+    return erasure(pipe, ckpt, low_memory=True)
 
 
 def untraining(pipe, ckpt):
@@ -71,7 +76,12 @@ def relearning(pipe, ckpt):
     return logs
 
 
-SCENARIOS = {"esd-x": (erasure, 10), "graddiff": (untraining, 8), "relearning": (relearning, 12)}
+SCENARIOS = {
+    "esd-x": (erasure, 10),
+    "esd-x-low-memory": (erasure_low_memory, 10),
+    "graddiff": (untraining, 8),
+    "relearning": (relearning, 12),
+}
 EVERY = 3
 
 
