@@ -12,7 +12,7 @@ process's memory after the pipeline is loaded. Memory is peak resident set size 
 and ``torch.cuda.max_memory_allocated`` on ``cuda`` (not yet run on a GPU here).
 
     python bench/esd_speed.py --model toy --iters 100
-    python bench/esd_speed.py --model sd15 --px 128 --iters 20 --ddim-steps 25   # SD 1.5, ~9 minutes
+    python bench/esd_speed.py --model sd15 --px 128 --iters 20 --ddim-steps 25 --low-memory   # SD 1.5, ~12 min
     python bench/esd_speed.py --model sd15 --px 512 --iters 50 --low-memory --device cuda   # on a GPU
 
 On ``sd15`` the UNet is the real SD 1.5 architecture (859 M parameters) built from its config with
