@@ -253,7 +253,9 @@ class StepInBackward:
             self.bad = True
         if not self.bad:
             # Every other trained tensor's gradient is None here (freed after its own step, or
-            # not computed yet), so the optimizer's step touches this tensor only.
+            # not computed yet), so the optimizer's step touches this tensor only. It still scans
+            # every tensor for a gradient: 0.1 s per iteration for SD 1.5's 700 tensors (params
+            # "all"), against seconds for the iteration itself.
             self.opt.step()
             self.stepped += 1
         p.grad = None
