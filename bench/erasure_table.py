@@ -16,10 +16,11 @@ import time
 
 import torch
 
-from erase.cli import parse_seeds
 from erase.concepts import load_concepts
+from erase.methods import names
 from erase.models import load_judge, load_pipeline
 from erase.score import score_concepts
+from erase.specs import parse_seeds
 from erase.unlearn import concept_inputs, run_method
 
 COLORS = ["red", "green", "blue", "yellow"]
@@ -28,7 +29,7 @@ SHAPES = ["circle", "square", "triangle", "cross"]
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--methods", default="esd-x,uce,ca")
+    p.add_argument("--methods", default=",".join(names("unlearning", one_per_file=True)))
     p.add_argument("--concepts", default="circle,red")
     p.add_argument("--seeds", default="1000-1003")
     p.add_argument("--steps", type=int, default=20, help="sampling steps when scoring")

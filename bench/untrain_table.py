@@ -19,14 +19,16 @@ import time
 
 import torch
 
-from erase.cli import _forget_oracle, _parse_sets, parse_seeds
 from erase.concepts import load_concepts
 from erase.data import resolve_sets, toy_ids
 from erase.errors import EraseError
-from erase.methods import REGISTRY
-from erase.methods.base import EraseInputs, NonFiniteLoss
+from erase.methods import REGISTRY, names
+from erase.methods.base import EraseInputs
 from erase.models import load_judge, load_pipeline
+from erase.recipes.oracle import forget_oracle
 from erase.score import score_concepts
+from erase.specs import parse_seeds, parse_sets
+from erase.train import NonFiniteLoss
 from erase.unlearn import run_method
 from erase.untrain import make_probes, measure, oracle_kind
 
@@ -37,7 +39,7 @@ FORGETS = "toy:color=red:n=32;toy:color=red"
 def parse_variant(text: str) -> tuple[str, dict]:
     """``"rl[alpha=1,lr=3e-4]"`` -> ``("rl", {"alpha": 1, "lr": 3e-4})``."""
     name, _, rest = text.strip().partition("[")
-    overrides = _parse_sets([item for item in rest.rstrip("]").split(",") if item.strip()])
+    overrides = parse_sets([item for item in rest.rstrip("]").split(",") if item.strip()])
     if name not in REGISTRY:
         raise EraseError(f"unknown method {name!r}")
     return name, overrides
@@ -45,7 +47,7 @@ def parse_variant(text: str) -> tuple[str, dict]:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--methods", default="ga,graddiff,ft,rl,salun,ieu,hamu", help="NAME or NAME[k=v,...]")
+    p.add_argument("--methods", default=",".join(names("untraining")), help="NAME or NAME[k=v,...]")
     p.add_argument("--forgets", default=FORGETS, help="forget specs separated by ;")
     p.add_argument("--retain", default="toy:rest:n=256", help="the retain set (erase data's default)")
     p.add_argument("--seed", type=int, default=0)
@@ -83,7 +85,7 @@ def forget_set_rows(spec: str, variants: list[tuple[str, dict]], args, colours) 
     """The oracle's row, the original's, then one per method variant, for one forget set."""
     # 1. Sets, probes and the oracle this forget set is scored against (as erase data picks it).
     forget, retain = resolve_sets(spec, args.retain, seed=args.seed)
-    oracle_dir, key = _forget_oracle(spec, toy_ids(spec, seed=args.seed))
+    oracle_dir, key = forget_oracle(spec, toy_ids(spec, seed=args.seed))
     if oracle_dir is None:
         raise EraseError(f"no oracle for {spec} ({key}); build it with `erase toy oracle --forget '{spec}'`")
     oracle_spec = f"toy+{oracle_dir}"

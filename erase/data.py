@@ -26,6 +26,7 @@ from PIL import Image
 
 from erase.diffusion import Conditioning, encode_prompts
 from erase.errors import EraseError
+from erase.specs import parse_ids
 
 
 @dataclass(frozen=True)
@@ -78,21 +79,6 @@ def load_image_folder(folder: str | Path, what: str = "image") -> ImageSet:
             raise EraseError(f"{what} image {path} is missing or not an image") from None
         prompts.append(text)
     return ImageSet(tuple(images), tuple(prompts))
-
-
-def parse_ids(text: str) -> list[int]:
-    """``1,2,10-20`` or ``@FILE`` (one id per line)."""
-    from erase.cli import parse_seeds  # one grammar for id lists and seed lists
-
-    if text.startswith("@"):
-        path = Path(text[1:])
-        try:
-            text = ",".join(ln.strip() for ln in path.read_text().splitlines() if ln.strip())
-        except OSError:
-            raise EraseError(f"cannot read sample-id file {path}; check the path") from None
-        if not text:
-            raise EraseError(f"sample-id file {path} is empty; write one id per line")
-    return parse_seeds(text)
 
 
 def toy_ids(spec: str, *, seed: int = 0, exclude: set[int] = frozenset(), world=None) -> list[int]:

@@ -1,7 +1,8 @@
 """Erasure deltas: only the UNet tensors a method changed, in safetensors, with their provenance.
 
 A delta records the fingerprint of the base model it was made from (a hash of the base UNet's
-weight files, independent of the dtype it was loaded in) and is refused on any other base. The
+weight files, independent of the dtype it was loaded in: ``erase.models.model_fingerprint``) and
+is refused on any other base. The
 loader accepts ``BASE+DELTA`` wherever it accepts a model, e.g. ``toy+runs/red-esdx``.
 """
 
@@ -37,7 +38,7 @@ def delta_path(spec: str | Path) -> Path:
 
 
 @lru_cache(maxsize=16)
-def _hash_files(paths: tuple[str, ...], stamps: tuple) -> str:
+def hash_files(paths: tuple[str, ...], stamps: tuple) -> str:
     h = hashlib.sha256()
     for path in paths:
         with open(path, "rb") as f:
@@ -46,41 +47,10 @@ def _hash_files(paths: tuple[str, ...], stamps: tuple) -> str:
     return h.hexdigest()
 
 
-def _unet_folder(spec: str) -> Path:
-    from erase.models import resolve_model_folder
-
-    target = resolve_model_folder(spec)
-    if isinstance(target, Path):
-        return target / "unet"
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(target, local_files_only=True, allow_patterns=["unet/*"])) / "unet"
-    except Exception:
-        raise EraseError(f"hub model {spec} is not in the local cache; download it first") from None
-
-
-def model_fingerprint(spec: str) -> str:
-    """sha256 of the base UNet's safetensors files; for ``BASE+DELTA``, of the base and the delta."""
-    base, delta = split_spec(spec)
-    if delta is not None:
-        return hashlib.sha256((model_fingerprint(base) + sha256_of(delta)).encode()).hexdigest()
-    folder = _unet_folder(base)
-    files = sorted(str(p) for p in folder.glob("*.safetensors"))
-    if not files:  # a UNet loaded with --allow-pickle: its pickle's bytes identify it as well
-        from erase.models import PICKLE_SUFFIXES
-
-        files = sorted(str(p) for p in folder.glob("*") if p.suffix in PICKLE_SUFFIXES)
-    if not files:
-        raise EraseError(f"model {spec} has no safetensors UNet weights in {folder}")
-    stamps = tuple((Path(p).stat().st_size, Path(p).stat().st_mtime_ns) for p in files)
-    return _hash_files(tuple(files), stamps)
-
-
 def sha256_of(path: Path) -> str:
     p = Path(path)
     st = p.stat()
-    return _hash_files((str(p),), ((st.st_size, st.st_mtime_ns),))
+    return hash_files((str(p),), ((st.st_size, st.st_mtime_ns),))
 
 
 def split_spec(spec: str) -> tuple[str, Path | None]:

@@ -67,6 +67,18 @@ def diffusion_loss(
     return loss.mean() if reduction == "mean" else loss
 
 
+def regress_onto(
+    unet, x_t: torch.Tensor, t: torch.Tensor, cond, target: torch.Tensor, *, per_sample: bool = False
+):
+    """``||unet(x_t, c, t) - target||^2`` onto a frozen target (a prediction of the frozen model,
+    or of this one under ``torch.no_grad``): the loss of ESD, CA's model-based variant and its
+    preserve term, and RL. ``per_sample`` returns one value per sample, else their mean."""
+    pred = predict(unet, x_t, t, cond).float()
+    if per_sample:
+        return (pred - target.float()).pow(2).mean(dim=(1, 2, 3))
+    return F.mse_loss(pred, target.float())
+
+
 # Conditioning -------------------------------------------------------------------------------------
 @dataclass
 class Conditioning:

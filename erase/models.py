@@ -7,6 +7,7 @@ Model specs: ``toy`` (the bundled toy world), a local diffusers folder, or a hub
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import sys
@@ -16,12 +17,40 @@ from typing import Any
 
 import torch
 
+from erase.delta import apply_delta, hash_files, sha256_of, split_spec
 from erase.errors import EraseError
 from erase.toy import WEIGHTS
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 _PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth")
+
+
+def _unet_folder(spec: str) -> Path:
+    target = resolve_model_folder(spec)
+    if isinstance(target, Path):
+        return target / "unet"
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(target, local_files_only=True, allow_patterns=["unet/*"])) / "unet"
+    except Exception:
+        raise EraseError(f"hub model {spec} is not in the local cache; download it first") from None
+
+
+def model_fingerprint(spec: str) -> str:
+    """sha256 of the base UNet's safetensors files; for ``BASE+DELTA``, of the base and the delta."""
+    base, delta = split_spec(spec)
+    if delta is not None:
+        return hashlib.sha256((model_fingerprint(base) + sha256_of(delta)).encode()).hexdigest()
+    folder = _unet_folder(base)
+    files = sorted(str(p) for p in folder.glob("*.safetensors"))
+    if not files:  # a UNet loaded with --allow-pickle: its pickle's bytes identify it as well
+        files = sorted(str(p) for p in folder.glob("*") if p.suffix in PICKLE_SUFFIXES)
+    if not files:
+        raise EraseError(f"model {spec} has no safetensors UNet weights in {folder}")
+    stamps = tuple((Path(p).stat().st_size, Path(p).stat().st_mtime_ns) for p in files)
+    return hash_files(tuple(files), stamps)
 
 
 def pick_device(device: str | None = None, dtype: str | None = None) -> tuple[torch.device, torch.dtype]:
@@ -145,7 +174,6 @@ def load_pipeline(
     only: unpickling a checkpoint can run any code it holds, so a folder whose weights are
     ``.bin``/``.ckpt``/``.pt`` files is refused unless ``allow_pickle`` (``--allow-pickle``).
     """
-    from erase.delta import apply_delta, model_fingerprint, split_spec
 
     base, delta = split_spec(spec)
     pipe = _load_base(base, device=device, dtype=dtype, allow_pickle=allow_pickle)

@@ -1,171 +1,119 @@
 """Pipeline files: one YAML names the stages of a study, ``erase run FILE`` runs them into one folder.
 
-A file is validated whole before anything runs: its YAML, every stage's fields and types, the
-names it refers to (methods, optimizers, concepts, the concept file) and the order of the stages
-(relearning needs an erasure before it). An error names the file, the field and what is allowed.
-
-Each stage is one of the CLI's commands run in-process with the stage's fields as its options, so
-a pipeline and the commands a user types go through the same code and write the same files:
+A file is read whole into job configs (``erase.jobs``) before anything runs: its YAML, every
+stage's fields and types (a stage's fields are its job's), the names it refers to (methods,
+concepts, the concept file) and the order of the stages (relearning needs an edit before it). An
+error names the file, the stage and the field. Then each stage's job runs in-process, so a
+pipeline and the commands a user types go through the same code and write the same files:
 
 - ``load``: the model every later stage uses;
 - ``erase``: ``erase concept`` into RUN/erase/ (delta.safetensors, record.json);
-- ``untrain``: ``erase data`` into RUN/untrain/;
+- ``untrain``: ``erase untrain`` into RUN/untrain/;
 - ``score``: the before/after scores of the edit (its record.json); without an edit, RUN/score/;
 - ``relearn``: ``erase relearn`` into RUN/relearn/, saving the relearned weights when audited;
 - ``audit``: ``erase audit`` into RUN/audit/;
-- ``report``: RUN/report.html and RUN/report.md from everything the run wrote.
+- ``report``: ``erase report``: RUN/report.html and RUN/report.md from everything the run wrote;
+- ``seed003``: seed 003's descent-ascent case into RUN/seed003/.
 
-Stages write their outputs whole (each command does), and ``RUN/pipeline.json`` records which
-stages are done; ``erase run FILE --resume`` skips those after a crash.
+The fields a stage may set are its job's, less those the pipeline fills in (the model from
+``load``, the concept file and judge from the header, the folders, the erased concept).
+Stages write their outputs whole, and ``RUN/pipeline.json`` records which stages are done;
+``erase run FILE --resume`` skips those after a crash.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from erase import jobs
 from erase.errors import EraseError
+from erase.jobs.base import FieldError, JobConfig, ModelOptions, option, positive, required_fields
 
-Seeds = str | list[Annotated[int, Field(ge=0)]]
-PositiveInt = Annotated[int, Field(gt=0)]
-PositiveFloat = Annotated[float, Field(gt=0)]
-
-
-class _Stage(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class LoadStage(_Stage):
-    """The model every later stage uses: ``toy``, a diffusers folder or a hub id."""
-
-    model: str = "toy"
-    device: str | None = None
-    dtype: Literal["fp32", "fp16", "bf16"] | None = None
-
-
-class EraseStage(_Stage):
-    """Concept-level unlearning (``erase concept``)."""
-
-    concept: str = Field(min_length=1)
-    method: str = "esd-x"
-    anchor: str = "default"
-    preserve: list[str] | None = None
-    steps: PositiveInt | None = None
-    lr: PositiveFloat | None = None
-    eta: float | None = None
-    set: dict[str, Any] = {}
-    seed: Annotated[int, Field(ge=0)] = 0
-
-
-class UntrainStage(_Stage):
-    """Data-level untraining (``erase data``)."""
-
-    forget: str = Field(min_length=1)
-    retain: str | None = None
-    method: str = "hamu"
-    steps: PositiveInt | None = None
-    lr: PositiveFloat | None = None
-    set: dict[str, Any] = {}
-    seed: Annotated[int, Field(ge=0)] = 0
-    oracle: str = "auto"
-    concept: str | None = None  # what the forget set shows, for scoring, relearning and the audit
-
-
-class ScoreStage(_Stage):
-    """Before/after scores on held-out prompts and seeds."""
-
-    seeds: Seeds = "1000-1003"
-    steps: PositiveInt = 25
-    concepts: list[str] | None = None  # alone (no erase stage): what to score
-
-
-class RelearnStage(_Stage):
-    """The relearning attack under several optimizers (``erase relearn``)."""
-
-    optimizers: dict[Literal["sgd", "sgdm", "adam", "adamw"], list[PositiveFloat]] = {
-        "sgd": [0.03],
-        "adam": [3e-4],
-    }
-    steps: PositiveInt = 100
-    eval_every: PositiveInt | None = None
-    batch_size: PositiveInt = 4
-    params: Literal["all", "xattn", "xattn-kv", "non-xattn", "changed"] = "all"
-    seeds: Seeds = "0,1,2"
-    tau: Annotated[float, Field(gt=0, le=1)] = 0.8
-    snr_gamma: PositiveFloat | None = None
-    examples: PositiveInt = 16
-    data: str | None = None
-    eval_seeds: Seeds = "1000-1005"
-    other_seeds: Seeds = "1000-1001"
-    eval_steps: PositiveInt = 10
-    oracle: str | None = None
-
-    @field_validator("optimizers")
-    @classmethod
-    def _some(cls, v):
-        if not v or any(not lrs for lrs in v.values()):
-            raise ValueError(
-                "name at least one optimizer with at least one learning rate, e.g. {sgd: [0.03]}"
-            )
-        return v
-
-
-class AuditStage(_Stage):
-    """The audit grid (``erase audit``)."""
-
-    seeds: Seeds = "1000-1001"
-    steps: PositiveInt = 25
-    guidance: float = 7.5
-    erased_prompts: PositiveInt = 4
-    neighbours: Annotated[int, Field(ge=0)] = 3
-    unrelated: Annotated[int, Field(ge=0)] = 2
-
-
-class ReportStage(_Stage):
-    """``report.html`` and ``report.md`` from everything the run wrote."""
-
-    title: str | None = None
-
-
-class Seed003Stage(_Stage):
-    """Seed 003's descent-ascent case (no diffusion model): one run per forget-set size."""
-
-    forget: list[tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]]] = [(30, 10), (80, 10)]
-
-
-STAGES: dict[str, type[_Stage]] = {
-    "load": LoadStage,
-    "erase": EraseStage,
-    "untrain": UntrainStage,
-    "score": ScoreStage,
-    "relearn": RelearnStage,
-    "audit": AuditStage,
-    "report": ReportStage,
-    "seed003": Seed003Stage,
+MODEL = ("model", "device", "dtype", "allow_pickle")
+RUNNING = ("out", "overwrite", "resume", "checkpoint_every")  # the pipeline runs the stages
+ABOUT = {
+    "load": "the model the stages below load",
+    "score": "the edit's before/after scores (in its record)",
+    "seed003": "seed 003's logistic-regression case",
 }
 
 
-class PipelineFile(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+@dataclass(frozen=True, kw_only=True)
+class PipelineJob(JobConfig):
+    """Run the stages a pipeline file names, into one run folder with a report."""
 
-    name: str = Field(min_length=1)
-    description: str = ""
-    out: str | None = None
-    concepts: str = "toy"
-    judge: str = "toy"
-    stages: list[dict[str, dict[str, Any] | None]] | None = Field(default=None, min_length=1)
-    runs: list[str] | None = Field(default=None, min_length=1)  # a study: other pipeline files, in order
+    COMMAND = "run"
+
+    file: Path = option(help="a pipeline YAML file, e.g. pipelines/toy-demo.yaml", positional=True)
+    out: Path | None = option(None, "run folder (default: the file's out, or runs/<name>)")
+    validate: bool = option(False, "only check the file; run nothing")
+    resume: bool = option(False, "skip the stages a failed run finished")
+    overwrite: bool = option(False, "replace a previous run in the folder")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Head(JobConfig):
+    """A pipeline file's header."""
+
+    name: str = option(help="the run's name (and default folder runs/NAME)")
+    description: str = option("", "what the run shows")
+    out: str | None = option(None, "run folder")
+    concepts: str = option("toy", "concept file")
+    judge: str = option("toy", "judge")
+    stages: tuple[dict, ...] | None = option(None, "the stages, in order")
+    runs: tuple[str, ...] | None = option(None, "a study: other pipeline files, in order")
+
+    def check(self) -> None:
+        if not self.name.strip():
+            raise FieldError("name", "is empty; give the run a name")
+        for name in ("stages", "runs"):
+            if getattr(self, name) == ():
+                raise FieldError(name, "is empty; list at least one")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScoreStage(JobConfig):
+    """Held-out scores: of the edit, before and after; alone, of the named concepts."""
+
+    seeds: tuple[int, ...] = option((1000, 1001, 1002, 1003), "held-out seeds", grammar="seeds")
+    steps: int = option(25, "sampling steps")
+    concepts: tuple[str, ...] | None = option(None, "alone (no edit stage): what to score", grammar="list")
+
+    def check(self) -> None:
+        positive(self, "steps")
+
+
+# Stage name -> (its config class, the fields the pipeline fills in and the file may not set).
+STAGES: dict[str, tuple[type[JobConfig], tuple[str, ...]]] = {
+    "load": (ModelOptions, ()),
+    "erase": (
+        jobs.ConceptJob,
+        (*MODEL, *RUNNING, "concepts", "judge", "eval_seeds", "eval_steps", "no_score"),
+    ),
+    "untrain": (jobs.UntrainJob, (*MODEL, *RUNNING, "concepts", "judge", "eval_seeds", "score")),
+    "score": (ScoreStage, ()),
+    "relearn": (jobs.RelearnJob, (*MODEL, *RUNNING, "concepts", "judge", "run", "concept", "save_weights")),
+    "audit": (
+        jobs.AuditJob,
+        (*MODEL, *RUNNING, "concepts", "judge", "run", "concept", "relearned", "no_relearned"),
+    ),
+    "report": (jobs.ReportJob, ("run",)),
+    "seed003": (jobs.Seed003Job, ("out",)),
+}
 
 
 class Pipeline:
-    """A validated pipeline file: its header and its stages in order."""
+    """A validated pipeline file: its header, its stages' raw fields, and (a study) its runs."""
 
-    def __init__(
-        self, path: Path, head: PipelineFile, stages: list[tuple[str, _Stage]], runs: list[Pipeline] = ()
-    ):
+    def __init__(self, path: Path, head: Head, stages: list[tuple[str, dict]], runs=()):
         self.path, self.head, self.stages, self.runs = path, head, stages, list(runs)
 
     @property
@@ -176,38 +124,32 @@ class Pipeline:
     def names(self) -> list[str]:
         return [n for n, _ in self.stages]
 
-    def get(self, name: str) -> _Stage | None:
+    def get(self, name: str) -> dict | None:
         return next((s for n, s in self.stages if n == name), None)
-
-    @property
-    def load(self) -> LoadStage:
-        return self.get("load") or LoadStage()
 
     def default_out(self) -> Path:
         return Path(self.head.out) if self.head.out else Path("runs") / self.head.name
 
 
-def _where(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        if part == "[key]":  # pydantic's marker for a bad mapping key; the key itself is already named
-            continue
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _first_error(path: Path, e: ValidationError, prefix: str = "") -> EraseError:
-    err = e.errors()[0]
-    where = _where(tuple(err["loc"]))
-    where = f"{prefix}.{where}" if prefix and where else (prefix or where)
-    msg = err["msg"]
-    if err["type"] == "extra_forbidden":
-        msg = "is not a field here"
-    elif err["type"] == "missing":
-        msg = "is required"
-    got = err.get("input")
-    tail = f" (got {got!r})" if err["type"] not in ("missing",) and not isinstance(got, dict) else ""
-    return EraseError(f"{path}: {where}: {msg}{tail}")
+def build(cls, data: dict, where: str, *, forbidden=(), given: dict | None = None):
+    """``cls`` from a YAML mapping; every mistake is one ``EraseError`` naming ``where`` and the field."""
+    if not isinstance(data, dict):
+        raise EraseError(f"{where}: must be a mapping of fields, got {data!r}")
+    at = f"{where}." if where else ""
+    known = {f.name for f in dataclasses.fields(cls)} - set(forbidden)
+    for key in data:
+        if key not in known:
+            raise EraseError(f"{at}{key}: is not a field here (got {data[key]!r})")
+    values = (given or {}) | data
+    for name in required_fields(cls):
+        if name not in values:
+            raise EraseError(f"{at}{name}: is required")
+    try:
+        return cls(**values)
+    except FieldError as e:
+        raise EraseError(f"{at}{e.name}: {e.message}") from None
+    except EraseError as e:
+        raise EraseError(f"{where}: {e}") from None
 
 
 def load_pipeline_file(path: str | Path) -> Pipeline:
@@ -226,35 +168,29 @@ def load_pipeline_file(path: str | Path) -> Pipeline:
     if not isinstance(raw, dict):
         raise EraseError(f"{path}: a pipeline is a YAML mapping with name and stages; see pipelines/")
     try:
-        head = PipelineFile.model_validate(raw)
-    except ValidationError as e:
-        raise _first_error(path, e) from None
+        head = build(Head, raw, "")
+    except EraseError as e:
+        raise EraseError(f"{path}: {e}") from None
     if (head.stages is None) == (head.runs is None):
         raise EraseError(f"{path}: give either stages (one pipeline) or runs (a study of pipeline files)")
     if head.runs is not None:
         return _load_study(path, head)
-
-    stages: list[tuple[str, _Stage]] = []
+    stages = []
     for i, item in enumerate(head.stages):
-        if len(item) != 1:
+        if not isinstance(item, dict) or len(item) != 1:
             raise EraseError(
-                f"{path}: stages[{i}]: each stage is one mapping like '- relearn: {{steps: 50}}', "
-                f"got {len(item)} keys"
+                f"{path}: stages[{i}]: each stage is one mapping like '- relearn: {{steps: 50}}'"
             )
         ((name, fields_),) = item.items()
         if name not in STAGES:
             raise EraseError(f"{path}: stages[{i}]: unknown stage {name!r}; allowed: {', '.join(STAGES)}")
-        try:
-            stages.append((name, STAGES[name].model_validate(fields_ or {})))
-        except ValidationError as e:
-            raise _first_error(path, e, f"stages[{i}].{name}") from None
+        stages.append((name, fields_ or {}))
     pipe = Pipeline(path, head, stages)
     _check_order(pipe)
-    _check_names(pipe)
     return pipe
 
 
-def _load_study(path: Path, head: PipelineFile) -> Pipeline:
+def _load_study(path: Path, head: Head) -> Pipeline:
     """A study: each entry of ``runs`` is a pipeline file, relative to the study file."""
     runs, names = [], set()
     for i, entry in enumerate(head.runs):
@@ -289,30 +225,78 @@ def _check_order(p: Pipeline) -> None:
     if "report" in names and names.index("report") != len(names) - 1:
         raise EraseError(f"{path}: stages[{names.index('report')}].report must be the last stage")
     untrain = p.get("untrain")
-    if untrain is not None and untrain.concept is None and ("relearn" in names or "audit" in names):
+    if untrain is not None and not untrain.get("concept") and ("relearn" in names or "audit" in names):
         raise EraseError(
             f"{path}: stages[{names.index('untrain')}].untrain.concept is required for relearn and audit "
             "(what the forget set shows, e.g. red)"
         )
     score = p.get("score")
-    if score is not None and edit is None and not score.concepts:
+    if score is not None and edit is None and not score.get("concepts"):
         raise EraseError(
             f"{path}: stages[{names.index('score')}].score.concepts is required without an erase stage"
         )
 
 
-def _check_names(p: Pipeline) -> None:
+def plan(p: Pipeline, out: Path) -> list[tuple[str, JobConfig | None]]:
+    """Each stage's job config (None: nothing of its own to run), built and checked now, so a bad
+    field fails before any stage runs."""
+
+    def where(name: str) -> str:
+        return f"{p.path}: stages[{p.names.index(name)}].{name}"
+
+    def stage(name: str, given: dict | None = None) -> JobConfig:
+        cls, forbidden = STAGES[name]
+        return build(cls, p.get(name), where(name), forbidden=forbidden, given=given)
+
+    load = stage("load") if "load" in p.names else ModelOptions()
+    score = stage("score") if "score" in p.names else None
+    common = {k: getattr(load, k) for k in MODEL} | {"concepts": p.head.concepts, "judge": p.head.judge}
+    edit_name = next((n for n in p.names if n in ("erase", "untrain")), None)
+    steps: list[tuple[str, JobConfig | None]] = []
+    for name in p.names:
+        given = common | {"out": out / name}
+        if name == "erase":
+            seen = (
+                {"no_score": True}
+                if score is None
+                else {"eval_seeds": score.seeds, "eval_steps": score.steps}
+            )
+            steps.append((name, stage(name, given | seen)))
+        elif name == "untrain":
+            concept = p.get(name).get("concept")
+            seen = {"score": (concept,), "eval_seeds": score.seeds} if score is not None and concept else {}
+            steps.append((name, stage(name, given | seen)))
+        elif name in ("relearn", "audit"):
+            edit = steps[[n for n, _ in steps].index(edit_name)][1]
+            given |= {"run": str(out / edit_name), "concept": edit.concept}
+            if name == "relearn":
+                given["save_weights"] = "audit" in p.names
+            else:
+                given |= {"relearned": out / "relearn"} if "relearn" in p.names else {"no_relearned": True}
+            steps.append((name, stage(name, given)))
+        elif name == "score" and edit_name is None:
+            first, *rest = score.concepts
+            cfg = jobs.ScoreJob(
+                **common, concept=first, against=rest, seeds=score.seeds, steps=score.steps, out=out / name
+            )
+            steps.append((name, cfg))
+        elif name == "report":
+            steps.append((name, stage(name, {"run": out})))
+        elif name == "seed003":
+            steps.append((name, stage(name, {"out": out / name})))
+        else:
+            steps.append((name, None))  # load, and a score folded into the edit
+    _check_names(p, steps)
+    return steps
+
+
+def _check_names(p: Pipeline, steps) -> None:
     """Names the stages refer to exist: the concept file, its concepts, the methods and their settings."""
-    from erase.cli import parse_seeds
     from erase.concepts import load_concepts
     from erase.methods import get_method
     from erase.models import check_judge_spec
 
     path = p.path
-
-    def at(name: str, field: str) -> str:
-        return f"{path}: stages[{p.names.index(name)}].{name}.{field}"
-
     try:
         book = load_concepts(p.head.concepts)
     except EraseError as e:
@@ -325,153 +309,155 @@ def _check_names(p: Pipeline) -> None:
     def concept(name: str, field: str, value: str) -> None:
         if value not in book.concepts:
             raise EraseError(
-                f"{at(name, field)}: {value!r} is not in {book.path}; defined: {', '.join(book.concepts)}"
+                f"{path}: stages[{p.names.index(name)}].{name}.{field}: {value!r} is not in {book.path}; "
+                f"defined: {', '.join(book.concepts)}"
             )
 
-    for name, stage in p.stages:
-        for field in ("seeds", "eval_seeds", "other_seeds"):
-            value = getattr(stage, field, None)
-            if isinstance(value, str):
-                try:
-                    parse_seeds(value)
-                except EraseError as e:
-                    raise EraseError(f"{at(name, field)}: {e}") from None
+    for name, cfg in steps:
+        at = f"{path}: stages[{p.names.index(name)}].{name}"
         if name in ("erase", "untrain"):
             try:
-                method = get_method(stage.method)
+                method = get_method(cfg.method, "unlearning" if name == "erase" else "untraining")
             except EraseError as e:
-                raise EraseError(f"{at(name, 'method')}: {e}") from None
-            want = "unlearning" if name == "erase" else "untraining"
-            if method.kind != want:
-                raise EraseError(
-                    f"{at(name, 'method')}: {stage.method!r} is a{'n' if method.kind[0] == 'u' else ''} "
-                    f"{method.kind} method; the {name} stage takes {want} methods"
-                )
+                raise EraseError(f"{at}.method: {e}") from None
             try:
-                method.config({"steps": stage.steps, "lr": stage.lr} | dict(stage.set))
+                method.config(cfg.overrides)
             except (EraseError, TypeError) as e:
-                raise EraseError(f"{at(name, 'set')}: {e}") from None
-        if name == "erase":
-            concept(name, "concept", stage.concept)
-            for c in stage.preserve or []:
-                concept(name, "preserve", c)
-            if stage.concept in (stage.preserve or []):
-                raise EraseError(f"{at(name, 'preserve')}: {stage.concept!r} is also the erased concept")
-        if name == "untrain" and stage.concept is not None:
-            concept(name, "concept", stage.concept)
-        if name == "score":
-            for c in stage.concepts or []:
+                raise EraseError(f"{at}.set: {e}") from None
+            for c in ([cfg.concept] if cfg.concept else []) + list(getattr(cfg, "preserve", None) or []):
+                concept(name, "concept" if c == cfg.concept else "preserve", c)
+            if name == "erase" and cfg.concept in (cfg.preserve or []):
+                raise EraseError(f"{at}.preserve: {cfg.concept!r} is also the erased concept")
+        if name == "score" and cfg is not None:
+            for c in [cfg.concept, *cfg.against]:
                 concept(name, "concepts", c)
-        if name == "relearn" and stage.data is not None and not Path(stage.data).is_dir():
-            raise EraseError(f"{at(name, 'data')}: folder {stage.data} does not exist")
+        if name == "relearn" and cfg.data is not None and not cfg.data.is_dir():
+            raise EraseError(f"{at}.data: folder {cfg.data} does not exist")
 
 
-def _seeds(value) -> str:
-    return value if isinstance(value, str) else ",".join(str(s) for s in value)
+# Running ---------------------------------------------------------------------------------------------
 
 
-def _sets(values: dict) -> list[str]:
-    out = []
-    for k, v in values.items():
-        out += ["--set", f"{k}={v}"]
-    return out
+def run_pipeline(cfg: PipelineJob) -> dict:
+    """``erase run FILE``: validate the whole file (every pipeline of a study), then run it."""
+    pipeline = load_pipeline_file(cfg.file)
+    out = cfg.out or pipeline.default_out()
+    parts = [(sub, out / sub.head.name) for sub in pipeline.runs] if pipeline.is_study else [(pipeline, out)]
+    plans = [plan(sub, sub_out) for sub, sub_out in parts]
+    if cfg.validate:
+        what = (
+            f"runs: {', '.join(s.head.name for s, _ in parts)}"
+            if pipeline.is_study
+            else f"stages: {', '.join(pipeline.names)}"
+        )
+        print(f"{cfg.file}: valid; {what}; run folder {out}")
+        return {"valid": True}
+    _claim(out, cfg)
+    if not pipeline.is_study:
+        return _run_stages(pipeline, out, plans[0])
+    return _run_study(pipeline, out, parts, plans)
 
 
-def stage_argv(p: Pipeline, name: str, stage: _Stage, out: Path) -> list[str] | None:
-    """The CLI command a stage runs, as argv (``None``: the stage has no command of its own)."""
-    load, head, score = p.load, p.head, p.get("score")
-    model = ["--model", load.model] + (["--device", load.device] if load.device else [])
-    model += ["--dtype", load.dtype] if load.dtype else []
-    common = ["--concepts", head.concepts, "--judge", head.judge]
-    if name == "erase":
-        argv = ["concept", stage.concept, "--method", stage.method, "--anchor", stage.anchor]
-        argv += ["--seed", str(stage.seed), "--out", str(out / name), *model, *common, *_sets(stage.set)]
-        argv += ["--preserve", ",".join(stage.preserve)] if stage.preserve is not None else []
-        for flag, v in (("--steps", stage.steps), ("--lr", stage.lr), ("--eta", stage.eta)):
-            argv += [flag, str(v)] if v is not None else []
-        if score is None:
-            argv.append("--no-score")
-        else:
-            argv += ["--eval-seeds", _seeds(score.seeds), "--eval-steps", str(score.steps)]
-        return argv
-    if name == "untrain":
-        argv = ["data", "--forget", stage.forget, "--method", stage.method, "--seed", str(stage.seed)]
-        argv += ["--oracle", stage.oracle, "--out", str(out / name), *model, *common, *_sets(stage.set)]
-        argv += ["--retain", stage.retain] if stage.retain else []
-        for flag, v in (("--steps", stage.steps), ("--lr", stage.lr)):
-            argv += [flag, str(v)] if v is not None else []
-        if score is not None and stage.concept:
-            argv += ["--score", stage.concept, "--eval-seeds", _seeds(score.seeds)]
-        return argv
-    if name == "score":
-        if "erase" in p.names or "untrain" in p.names:
-            return None  # folded into the edit's before/after scores
-        first, *rest = score.concepts
-        argv = ["score", "--concept", first, "--against", ",".join(rest), "--seeds", _seeds(score.seeds)]
-        return [*argv, "--steps", str(score.steps), "--out", str(out / "score"), *model, *common]
-    if name not in ("relearn", "audit"):
-        return None
-    concept, edit = _edited_concept(p), out / ("erase" if "erase" in p.names else "untrain")
-    if name == "relearn":
-        argv = ["relearn", str(edit), "--concept", concept, "--out", str(out / "relearn"), *common]
-        argv += ["--optimizers", ",".join(stage.optimizers)]
-        for opt, lrs in stage.optimizers.items():
-            argv += ["--lrs", f"{opt}=" + ",".join(f"{lr:g}" for lr in lrs)]
-        argv += ["--steps", str(stage.steps), "--batch-size", str(stage.batch_size), "--params", stage.params]
-        argv += ["--seeds", _seeds(stage.seeds), "--tau", str(stage.tau), "--examples", str(stage.examples)]
-        argv += ["--eval-seeds", _seeds(stage.eval_seeds), "--other-seeds", _seeds(stage.other_seeds)]
-        argv += ["--eval-steps", str(stage.eval_steps), "--model", load.model]
-        argv += ["--device", load.device] if load.device else []
-        for flag, v in (
-            ("--eval-every", stage.eval_every),
-            ("--snr-gamma", stage.snr_gamma),
-            ("--data", stage.data),
-            ("--oracle", stage.oracle),
-        ):
-            argv += [flag, str(v)] if v is not None else []
-        if "audit" in p.names:
-            argv.append("--save-weights")
-        return argv
-    if name == "audit":
-        argv = ["audit", str(edit), "--concept", concept, "--out", str(out / "audit"), *common]
-        argv += ["--relearned", str(out / "relearn")] if "relearn" in p.names else ["--no-relearned"]
-        argv += [
-            "--seeds",
-            _seeds(stage.seeds),
-            "--steps",
-            str(stage.steps),
-            "--guidance",
-            str(stage.guidance),
-        ]
-        argv += ["--erased-prompts", str(stage.erased_prompts), "--neighbours", str(stage.neighbours)]
-        argv += ["--unrelated", str(stage.unrelated), "--model", load.model]
-        return argv + (["--device", load.device] if load.device else [])
-    return None
+def _claim(out: Path, cfg: PipelineJob) -> None:
+    """Make sure ``out`` is free, or a run of ours that --resume or --overwrite may take over."""
+    status_path = out / "pipeline.json"
+    previous = json.loads(status_path.read_text()) if status_path.is_file() else None
+    if out.exists() and not out.is_dir():
+        raise EraseError(f"run folder {out} exists and is not a folder; choose another --out")
+    if out.is_dir() and any(out.iterdir()):
+        if cfg.overwrite:
+            if previous is None:
+                raise EraseError(f"{out} is not an erase run folder (no pipeline.json); choose another --out")
+            shutil.rmtree(out)
+        elif not (cfg.resume and previous is not None):
+            done = previous is not None and previous.get("status") == "done"
+            hint = "pass --overwrite to run it again" if done else "pass --resume to go on, or --overwrite"
+            raise EraseError(f"run folder {out} already holds a {'finished ' if done else ''}run; {hint}")
 
 
-def _edited_concept(p: Pipeline) -> str:
-    erase = p.get("erase")
-    return erase.concept if erase is not None else p.get("untrain").concept
+def _run_study(pipeline: Pipeline, out: Path, parts, plans) -> dict:
+    """A study runs its pipelines one after the other, then sums up what they show."""
+    from erase.io import write_json
+    from erase.report.html import write_study
+
+    t0 = time.time()
+    status_path = out / "pipeline.json"
+    state = _status(pipeline, out, [s.head.name for s, _ in parts])
+    for entry, (sub, sub_out), steps in zip(state["stages"], parts, plans):
+        sub_state = out / sub.head.name / "pipeline.json"
+        if sub_state.is_file() and json.loads(sub_state.read_text()).get("status") == "done":
+            print(f"=== {sub.head.name}: done in an earlier run, skipped")
+            entry["status"] = "done"
+            continue
+        print(f"=== {sub.head.name} ({sub.path})")
+        try:
+            _run_stages(sub, sub_out, steps)
+        except (EraseError, KeyboardInterrupt) as e:
+            state |= {"status": "failed", "reason": f"run {sub.head.name}: {e or 'interrupted'}"}
+            entry["status"] = "failed"
+            write_json(status_path, state)
+            raise
+        entry["status"] = "done"
+        write_json(status_path, state)
+    md = write_study(out, pipeline.head.name, [(s.head.name, o) for s, o in parts])
+    state |= {"status": "done", "wall_seconds": round(time.time() - t0, 1)}
+    write_json(status_path, state)
+    print(md.read_text())
+    print(f"study folder: {out} ({state['wall_seconds']} s)")
+    return state
 
 
-def validate_commands(p: Pipeline, out: Path) -> list[tuple[str, list[str] | None]]:
-    """Each stage's argv, parsed by the CLI's own parser now, so a bad option fails before any stage runs."""
-    import contextlib
-    import io
+def _status(pipeline: Pipeline, out: Path, names: list[str]) -> dict:
+    """The run's pipeline.json, created or taken up again: which stages (or runs) are done."""
+    from erase.io import write_json
 
-    from erase.cli import build_parser
+    path = out / "pipeline.json"
+    previous = json.loads(path.read_text()) if path.is_file() else {}
+    finished = {s["name"] for s in previous.get("stages", []) if s.get("status") == "done"}
+    text = Path(pipeline.path).read_text()
+    state = {
+        "name": pipeline.head.name,
+        "description": pipeline.head.description,
+        "file": str(pipeline.path),
+        "sha256": hashlib.sha256(text.encode()).hexdigest(),
+        "text": text,
+        "status": "running",
+        "stages": [{"name": n, "status": "done" if n in finished else "pending"} for n in names],
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(path, state)
+    return state
 
-    parser = build_parser()
-    plan = []
-    for name, stage in p.stages:
-        argv = stage_argv(p, name, stage, out)
-        if argv is not None:
-            said = io.StringIO()
-            try:
-                with contextlib.redirect_stderr(said):
-                    parser.parse_args(argv)
-            except SystemExit:
-                why = said.getvalue().strip().splitlines()[-1:] or ["invalid options"]
-                raise EraseError(f"{p.path}: stages[{p.names.index(name)}].{name}: {why[0]}") from None
-        plan.append((name, argv))
-    return plan
+
+def _run_stages(pipeline: Pipeline, out: Path, steps: list[tuple[str, JobConfig | None]]) -> dict:
+    """Run one pipeline's stages in order; outputs appear whole, pipeline.json says how far it got."""
+    from erase.io import write_json
+
+    state = _status(pipeline, out, [n for n, _ in steps])
+    status_path = out / "pipeline.json"
+    t_all = time.time()
+    for entry, (name, cfg) in zip(state["stages"], steps):
+        if entry["status"] == "done":
+            print(f"== {name}: done in an earlier run, skipped")
+            continue
+        shown = (
+            f"erase {' '.join(jobs.command_line(cfg))}"
+            if cfg is not None and cfg.COMMAND != "seed003"
+            else ABOUT.get(name, "")
+        )
+        print(f"== {name}: {shown}")
+        t0 = time.time()
+        try:
+            if cfg is not None:
+                jobs.run(cfg)
+        except (EraseError, KeyboardInterrupt) as e:
+            entry["status"] = "failed"
+            state |= {"status": "failed", "reason": f"stage {name}: {e or 'interrupted'}"}
+            write_json(status_path, state)
+            raise
+        entry |= {"status": "done", "seconds": round(time.time() - t0, 1)}
+        write_json(status_path, state)
+    state |= {"status": "done", "wall_seconds": round(time.time() - t_all, 1)}
+    write_json(status_path, state)
+    print(f"run folder: {out} ({state['wall_seconds']} s)")
+    return state

@@ -66,11 +66,14 @@ class RunRecord:
     Start it before the work so that wall time covers everything the user waited for.
     """
 
-    def __init__(self, command: str, config: dict, seeds: Iterable[int] = ()):
+    def __init__(
+        self, command: str, config: dict, seeds: Iterable[int] = (), *, argv: list[str] | None = None
+    ):
+        """``argv``: the ``erase`` arguments that rerun this job alone (``erase.jobs.base.command_line``)."""
         self.started = time.time()
         self.data: dict = {
             "command": command,
-            "argv": sys.argv[1:],
+            "argv": list(argv or []),
             "config": config,
             "seeds": list(seeds),
             "versions": versions(),

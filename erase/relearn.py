@@ -28,25 +28,27 @@ from erase.data import load_image_folder as _load_folder
 from erase.diffusion import diffusion_loss
 from erase.errors import EraseError
 from erase.layers import select_parameters
-from erase.methods.base import NonFiniteLoss, fit, make_optimizer
+from erase.train import OPTIMIZERS, FitHooks, FitSettings, NonFiniteLoss, fit, make_optimizer
 
-OPTIMIZERS = ("sgd", "sgdm", "adam", "adamw")
 RELEARN_PARAMS = ("all", "xattn", "xattn-kv", "non-xattn", "changed")
 
 
 @dataclass(frozen=True)
 class RelearnConfig:
-    """One relearning run. Everything but ``optimizer`` and ``lr`` is shared across a comparison."""
+    """One relearning run. Everything but ``optimizer`` and ``lr`` is shared across a comparison.
 
-    optimizer: str = "adam"  # sgd, sgdm (SGD with momentum 0.9), adam, adamw
-    lr: float = 1e-4
-    steps: int = 100  # the budget
-    batch_size: int = 4
-    eval_every: int = 10  # evaluate every k steps (and at step 0)
-    params: str = "all"  # all, xattn, xattn-kv, non-xattn, or "changed" (the tensors the edit changed)
-    seed: int = 0  # data order and diffusion noise
-    tau: float = 0.8  # resurgence threshold, as a share of the original model's accuracy
-    snr_gamma: float | None = None  # Min-SNR loss weighting; None = the plain loss
+    No field has a default here: the defaults a user gets are ``erase.jobs.relearn.RelearnJob``'s,
+    which builds these (``RelearnJob.configs``)."""
+
+    optimizer: str  # sgd, sgdm (SGD with momentum 0.9), adam, adamw
+    lr: float
+    steps: int  # the budget
+    batch_size: int
+    eval_every: int  # evaluate every k steps (and at step 0)
+    params: str  # all, xattn, xattn-kv, non-xattn, or "changed" (the tensors the edit changed)
+    seed: int  # data order and diffusion noise
+    tau: float  # resurgence threshold, as a share of the original model's accuracy
+    snr_gamma: float | None  # Min-SNR loss weighting; None = the plain loss
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -156,15 +158,8 @@ def relearn(
             unet,
             params,
             loss_fn,
-            steps=cfg.steps,
-            lr=cfg.lr,
-            optimizer=cfg.optimizer,
-            desc=f"relearn {cfg.optimizer} lr={cfg.lr:g}",
-            progress=progress,
-            after_step=after_step,
-            generators=(gen,),
-            extra={"curve": curve},
-            checkpoint=checkpoint,
+            FitSettings(cfg.steps, cfg.lr, cfg.optimizer, f"relearn {cfg.optimizer} lr={cfg.lr:g}", progress),
+            FitHooks(after_step=after_step, generators=(gen,), extra={"curve": curve}, checkpoint=checkpoint),
         )
     except NonFiniteLoss as e:
         # A learning rate that blows up is a result of the sweep, not a crash: the run is

@@ -13,10 +13,11 @@ import torch
 
 from erase.checkpoint import Checkpointer
 from erase.concepts import Concept
-from erase.delta import model_fingerprint, save_delta
+from erase.delta import save_delta
 from erase.errors import EraseError
 from erase.methods import Method, get_method
 from erase.methods.base import EraseInputs
+from erase.models import model_fingerprint
 from erase.record import peak_memory_mb, versions
 
 TOY_MAX_PARAMS = 10_000_000  # UNets below this size get a method's toy-world settings
@@ -33,10 +34,33 @@ class EditOutcome:
     log: dict
     seconds: float
     peak_memory: dict
+    toy: bool = False  # the toy world's settings were used
 
     @property
     def params(self) -> list[str]:
         return self.log["params"]
+
+    @property
+    def trainable(self) -> int | None:
+        return self.log.get("trainable_parameters")
+
+    @property
+    def public_log(self) -> dict:
+        """The method's log as the record keeps it (the tensor names are in the delta)."""
+        return {k: v for k, v in self.log.items() if k != "params"}
+
+    @property
+    def summary(self) -> list[str]:
+        """The method's own lines about this run (HAMU's verdict)."""
+        from erase.methods.api import summary
+
+        return summary(self.method.module, self.log)
+
+    def headline(self, did: str, what: str) -> str:
+        return (
+            f"{self.method.name} ({self.method.kind}) {did} in {self.seconds:.1f} s, "
+            f"peak memory {self.peak_memory}, {self.trainable} {what}"
+        )
 
 
 def concept_inputs(target: Concept, preserve: list[Concept], anchor: str | None = "default") -> EraseInputs:
@@ -82,13 +106,14 @@ def run_method(
     if seed < 0:
         raise EraseError(f"seed must be non-negative, got {seed}")
     method = get_method(method_name)
-    cfg = method.config(overrides, toy=is_toy_sized(pipe))
+    toy = is_toy_sized(pipe)
+    cfg = method.config(overrides, toy=toy)
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     t0 = time.time()
     log = method.module.edit(pipe, inputs, cfg, seed=seed, progress=progress, checkpoint=checkpoint)
-    return EditOutcome(method, cfg, log, time.time() - t0, peak_memory_mb())
+    return EditOutcome(method, cfg, log, time.time() - t0, peak_memory_mb(), toy)
 
 
 def write_delta(

@@ -4,8 +4,9 @@ import sys
 
 import pytest
 
-from erase.cli import main, parse_seeds
+from erase.cli import main
 from erase.errors import EraseError
+from erase.specs import parse_seeds
 
 
 def run(args, capsys):

@@ -134,7 +134,7 @@ def test_two_processes_generate_exactly_like_one(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]  # no stray folder
 
 
-@pytest.mark.slow
+@pytest.mark.efficacy
 def test_two_processes_score_exactly_like_one(tmp_path):
     """12 held-out prompts x 1 seed in batches of 3: each process makes 2 of the 4 batches."""
     args = ["score", "--concept", "red", "--seeds", "1000", "--steps", "3", "--batch-size", "3"]
@@ -146,7 +146,7 @@ def test_two_processes_score_exactly_like_one(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]  # no stray folder
 
 
-@pytest.mark.slow
+@pytest.mark.efficacy
 def test_two_processes_relearn_exactly_like_one(tmp_path):
     """A sweep of four relearning configs, two per process, from a UCE erasure of red."""
     run = tmp_path / "uce"

@@ -16,6 +16,8 @@ COLORS = ["red", "green", "blue", "yellow"]
 SHAPES = ["circle", "square", "triangle", "cross"]
 SEEDS = [1000, 1001, 1002]
 STEPS = 15
+# Minutes each on 2 cores (an edit, then dozens of images scored): CI's efficacy tier runs them.
+pytestmark = pytest.mark.efficacy
 
 
 def accuracies(pipe, judge, book, names):
@@ -101,7 +103,7 @@ def test_uce_replacing_a_shape_by_another_removes_it(base_colors, base_shapes, t
 CA_SHAPE = {"anchor": "a {color} square", "lr": 5e-4, "preserve_weight": 2.0, "images_per_anchor": 16}
 
 
-@pytest.mark.slow  # about 8 minutes: three CA edits and 24 concept scores; no room in the default suite
+# About 8 minutes: three CA edits and 24 concept scores.
 def test_ca_replacing_a_shape_by_another_removes_it(base_colors, base_shapes, toy_judge, toy_book):
     """The shape bar for Concept Ablation: the toy setting at lr 5e-4 with preserve_weight 2 and 16
     anchor images per prompt, guide "a {color} square". Single edit seeds differ by up to 0.1 on a
@@ -118,7 +120,7 @@ def test_ca_replacing_a_shape_by_another_removes_it(base_colors, base_shapes, to
     assert_shape_bar(mean, base_shapes, base_colors)
 
 
-@pytest.mark.slow  # about 2.5 minutes: 400 ESD iterations and 8 concepts scored
+# About 2.5 minutes: 400 ESD iterations and 8 concepts scored.
 def test_esd_x_with_twice_the_steps_and_lr_erases_a_shape(base_colors, base_shapes, toy_judge, toy_book):
     """The shape bar for ESD-x with the default anchors ("a red shape"), at 400 iterations and lr
     4e-3 (the toy setting, 200 at 2e-3, leaves cross at 0.39). Measured on 2 seeds: cross 0.89 ->
@@ -127,7 +129,6 @@ def test_esd_x_with_twice_the_steps_and_lr_erases_a_shape(base_colors, base_shap
     assert_shape_bar(after, base_shapes, base_colors)
 
 
-@pytest.mark.slow
 def test_default_anchors_keep_colours_when_erasing_a_shape(toy_pipe, toy_judge, toy_book):
     """Negative guidance removes everything a prompt names: erasing "a red cross" against the
     empty prompt also erases red. The default anchors ("a red shape") keep colours."""

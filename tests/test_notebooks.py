@@ -3,7 +3,7 @@
 Each notebook is copied into a temporary folder with its saved outputs removed and executed there
 in a fresh kernel (the committed copy is left alone); any cell error fails the test with that
 cell's traceback. Then one key printed result per notebook is checked. Together they take several
-minutes of CPU, hence ``slow``.
+minutes of CPU, hence the ``efficacy`` tier.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.efficacy
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -76,11 +76,11 @@ def test_02_relearning_optimizers(tmp_path):
     assert set(rows) == {"UCE red -> blue", "UCE cross"}, text
     original, erased = float(rows["UCE red -> blue"][0]), float(rows["UCE red -> blue"][1])
     assert original >= 0.8 and erased <= 0.2, text
-    for label, (_, _, sgd, adam, others_sgd, others_adam) in rows.items():
+    for label, (_, _, sgd, adam, _, _) in rows.items():
         # Evaluated every 20 steps of 40: a resurgence is step 20 or 40, or censored.
         assert {sgd, adam} <= {"20", "40", "> 40"}, (label, text)
-        # The README's finding that holds at any budget: Adam's relearning is not selective.
-        assert float(others_adam) < float(others_sgd), (label, text)
+    # No assertion compares the optimizers: one learning rate each and one seed cannot carry that
+    # conclusion (issue 16 measures it with learning-rate sweeps and several seeds).
     assert pngs == 2  # one relearning plot per erasure
 
 

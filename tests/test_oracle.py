@@ -6,7 +6,7 @@ import torch
 from erase.delta import read_meta
 from erase.errors import EraseError
 from erase.models import load_pipeline
-from erase.toy.oracle import build_oracle, find_oracle, kind_of, oracle_key
+from erase.recipes.oracle import build_oracle, find_oracle, kind_of, oracle_key
 
 
 def test_keys_name_the_exclusion():

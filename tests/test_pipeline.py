@@ -58,7 +58,7 @@ BAD = [
     ("name: x\nstages:\n  - erase: {concept: red, steps: ten}\n", "stages[0].erase.steps"),
     ("name: x\nconcepts: prompts/nope.yaml\nstages:\n  - erase: {concept: red}\n", "concepts:"),
     ("name: x\nstages:\n  - erase: {concept: red, method: esd-z}\n", "stages[0].erase.method"),
-    ("name: x\nstages:\n  - erase: {concept: red, method: ga}\n", "untraining method"),
+    ("name: x\nstages:\n  - erase: {concept: red, method: ga}\n", "(untraining) method"),
     ("name: x\nstages:\n  - erase: {concept: red, colour: 3}\n", "is not a field here"),
     ("name: x\nstages:\n  - erase: {concept: purple}\n", "'purple' is not in"),
     ("name: x\nstages:\n  - erase: {concept: red}\n  - relearn: {optimizers: {lion: [1]}}\n", "optimizers"),
@@ -164,17 +164,17 @@ def test_finished_run_needs_overwrite_and_resume_skips_done_stages(tiny_run, tmp
 
 
 def test_a_failing_stage_is_recorded(tmp_path, capsys, monkeypatch):
-    import erase.cli as cli
+    import erase.jobs as jobs
     from erase.errors import EraseError
 
     f = tmp_path / "p.yaml"
     f.write_text(TINY.replace("  - score:", "  - score:").split("  - relearn:")[0])
     out = tmp_path / "run"
 
-    def broken(args):
+    def broken(cfg):
         raise EraseError("the disk is full")
 
-    monkeypatch.setitem(cli.COMMANDS, "concept", broken)
+    monkeypatch.setitem(jobs.JOBS, jobs.ConceptJob, broken)
     assert main(["run", str(f), "--out", str(out)]) == 2
     assert capsys.readouterr().err.strip() == "erase: error: the disk is full"
     state = json.loads((out / "pipeline.json").read_text())
@@ -225,8 +225,8 @@ def test_report_renders_with_grid_and_plots_in_a_browser(tiny_run, tmp_path):
 
 def test_audit_keeps_weights_reuses_cache_and_uses_the_same_seeds(toy_pipe, toy_judge, toy_book, tmp_path):
     from erase.audit import Column, audit, audit_rows, cached_generate
-    from erase.delta import model_fingerprint
     from erase.generate import generate
+    from erase.models import model_fingerprint
     from erase.unlearn import concept_inputs, run_method, write_delta
 
     target = toy_book.get("red")

@@ -10,8 +10,8 @@ from PIL import Image
 from erase.errors import EraseError
 from erase.layers import select_parameters
 from erase.methods.base import ImageSet
+from erase.relearn import RelearnConfig as _RelearnConfig
 from erase.relearn import (
-    RelearnConfig,
     attack,
     censored_median,
     encode_examples,
@@ -23,6 +23,15 @@ from erase.relearn import (
     summarize,
 )
 from tests import tiny
+
+# The relearning loop's per-run config has no defaults of its own (the job holds them); these are the
+# tests' values.
+TEST_RUN = {"optimizer": "adam", "lr": 1e-4, "steps": 100, "batch_size": 4, "eval_every": 10}
+TEST_RUN |= {"params": "all", "seed": 0, "tau": 0.8, "snr_gamma": None}
+
+
+def RelearnConfig(**changes):
+    return _RelearnConfig(**(TEST_RUN | changes))
 
 
 def examples(n=4):

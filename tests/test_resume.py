@@ -23,10 +23,12 @@ from safetensors.torch import load_file
 from erase.checkpoint import Checkpointer, Run, _proc_start, partial_dir, read_status
 from erase.cli import main
 from erase.errors import EraseError, Interrupted
-from erase.methods.base import EraseInputs, ImageSet, fit
-from erase.relearn import RelearnConfig, encode_examples, relearn
+from erase.methods.base import EraseInputs, ImageSet
+from erase.relearn import encode_examples, relearn
+from erase.train import FitHooks, FitSettings, fit
 from erase.unlearn import run_method
 from tests import tiny
+from tests.test_relearn import RelearnConfig
 
 
 class Kill(BaseException):
@@ -157,7 +159,7 @@ def test_killed_at_random_steps_then_resumed_ends_bit_for_bit_identical(name, tm
         kill_and_resume(name, tmp_path / str(trial), random.Random(f"{name}-{trial}"))
 
 
-@pytest.mark.slow
+@pytest.mark.efficacy
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_ten_random_kills_each_resumed_bit_for_bit(name, tmp_path):
     seen = set()
@@ -203,10 +205,8 @@ def _linear_fit(run):
         model,
         {"w": model.weight},
         lambda s: (model(x) ** 2).mean(),
-        steps=6,
-        lr=0.1,
-        progress=False,
-        checkpoint=run.checkpoint,
+        FitSettings(6, 0.1, progress=False),
+        FitHooks(checkpoint=run.checkpoint),
     )
     return model.weight.detach().clone()
 

@@ -13,8 +13,8 @@ import math
 import pytest
 import torch
 
-from erase.methods.base import Diverged
-from erase.toy.seed003 import W_DA, W_DATA, W_RETRAIN, descent_ascent, run_case
+from erase.recipes.seed003 import W_DA, W_DATA, W_RETRAIN, descent_ascent, run_case
+from erase.train import Diverged
 
 
 def test_the_closed_forms_are_the_stationary_points():

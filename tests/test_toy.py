@@ -5,12 +5,12 @@ import json
 import pytest
 import torch
 
+from erase.recipes.quality import toy_quality
+from erase.recipes.train import clip_accuracy
 from erase.toy import WEIGHTS
-from erase.toy.quality import toy_quality
-from erase.toy.train import clip_accuracy
 
 
-@pytest.mark.slow  # about a minute; the default suite checks the base scores in test_erasure_toy
+@pytest.mark.efficacy  # about a minute
 def test_toy_model_draws_the_colour_and_shape_it_is_asked_for(toy_pipe, toy_judge):
     # 16 plain colour x shape prompts, 3 held-out phrasings, 6 held-out seeds: 288 images
     # (fewer than 18 per prompt makes the worst-prompt figure mostly sampling noise).

@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from erase.errors import EraseError
 from erase.models import load_pipeline
-from erase.toy.train import ToyTrainConfig, train_toy
+from erase.recipes.train import ToyTrainConfig, train_toy
 
 FAST = dict(world_size=96, vae_steps=2, clip_steps=2, unet_steps=3, vae_batch=4, clip_batch=8, unet_batch=4)
 
@@ -49,7 +49,7 @@ def test_bad_configs_are_refused_before_training():
 
 
 def test_failed_training_leaves_nothing_behind(tmp_path, monkeypatch):
-    import erase.toy.train as tt
+    import erase.recipes.train as tt
 
     def boom(*a, **k):
         raise EraseError("unet loss became nan at step 0; lower the learning rate")

@@ -9,9 +9,10 @@ import torch
 from erase.cli import main
 from erase.data import resolve_sets, toy_ids
 from erase.errors import EraseError
-from erase.methods.base import Diverged, EraseInputs
+from erase.methods.base import EraseInputs
 from erase.methods.hamu import hamu_step, verdict
 from erase.toy.world import World
+from erase.train import Diverged
 from erase.unlearn import run_method
 from erase.untrain import heldout_twins, mia_auc
 from tests import tiny
@@ -238,10 +239,10 @@ DATA_BAD = [
 
 
 def test_set_reads_numbers_written_without_a_dot():
-    from erase.cli import _parse_sets
+    from erase.specs import parse_sets
 
     # YAML 1.1 alone reads 1e-5 as a string, which the config would then refuse.
-    assert _parse_sets(["lr=1e-5", "budget=2E-2", "params=all", "steps=3"]) == {
+    assert parse_sets(["lr=1e-5", "budget=2E-2", "params=all", "steps=3"]) == {
         "lr": 1e-5,
         "budget": 0.02,
         "params": "all",
@@ -260,12 +261,12 @@ def test_bad_data_input_is_one_line_exit_2(extra, message, tmp_path, capsys):
 
 
 def test_a_concept_wide_forget_set_is_scored_against_the_unlearning_oracle():
-    from erase.cli import _forget_oracle
+    from erase.recipes.oracle import forget_oracle
     from erase.untrain import describe_oracle, oracle_kind
 
     found = {}
     for spec in ("toy:color=red", "toy:color=red:n=32"):
-        path, key = _forget_oracle(spec, toy_ids(spec, seed=0))
+        path, key = forget_oracle(spec, toy_ids(spec, seed=0))
         assert path is not None, f"the shipped oracle for {spec} is missing"
         found[spec] = (key, oracle_kind(f"toy+{path}"))
     assert found["toy:color=red"] == ("color=red", "unlearning")

@@ -13,8 +13,8 @@ import torch
 from erase.data import encode_set, resolve_sets, toy_ids, toy_set
 from erase.methods.base import EraseInputs
 from erase.models import load_pipeline
+from erase.recipes.oracle import find_oracle
 from erase.score import score_concepts
-from erase.toy.oracle import find_oracle
 from erase.toy.world import World
 from erase.unlearn import run_method
 from erase.untrain import Probe, heldout_twins, measure
@@ -75,7 +75,7 @@ def test_gradient_ascent_raises_the_forget_loss_and_moves_away_from_the_oracle(o
     assert after["distance_to_oracle"] > 2 * before["distance_to_oracle"], (before, after)
 
 
-@pytest.mark.slow  # about 3 minutes: two HAMU runs (two backward passes a step) and the judge
+@pytest.mark.efficacy  # about 3 minutes: two HAMU runs (two backward passes a step) and the judge
 def test_hamu_tells_an_easy_pair_from_a_hard_one_and_the_easy_pair_keeps_more(probes, toy_judge, toy_book):
     forget, _, _ = probes
     pairs = {  # retain set, and the concepts it shows

@@ -1,23 +1,29 @@
 """The method registry: the one place a method is named. Adding a method is one file and one line.
 
-Each entry names a module (``KIND``, ``Config``, ``TOY`` overrides for the toy world, ``edit``)
-and the config fields that make this variant (ESD's parameter sets are variants of one method).
+Each entry names a module under ``erase/methods/`` (see ``erase.methods.api`` for what it holds) and
+the config fields that make this variant (ESD's parameter sets are variants of one method). Modules
+are imported when first used, so listing the names (``erase concept --help``) loads no torch.
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field, fields
 from types import ModuleType
 
 from erase.errors import EraseError
-from erase.methods import ablation, esd, ft, ga, hamu, ieu, rl, uce
 
 
 @dataclass(frozen=True)
 class Method:
     name: str
-    module: ModuleType
+    module_name: str  # a file under erase/methods/, or a dotted module path
     variant: dict = field(default_factory=dict)
+
+    @property
+    def module(self) -> ModuleType:
+        path = self.module_name if "." in self.module_name else f"erase.methods.{self.module_name}"
+        return importlib.import_module(path)
 
     @property
     def kind(self) -> str:
@@ -35,6 +41,10 @@ class Method:
         overrides = {k: _typed(self.name, k, types[k], v) for k, v in overrides.items()}
         values = (dict(self.module.TOY) if toy else {}) | self.variant | overrides
         return self.module.Config(**values)
+
+    def smoke(self) -> dict:
+        """The variant's settings for the test matrix (``SMOKE`` of its module, then the variant)."""
+        return dict(self.module.SMOKE)
 
 
 _TYPES = {"int": int, "float": float, "bool": bool, "str": str}
@@ -60,24 +70,44 @@ def _typed(method: str, name: str, annotation, value):
 
 
 REGISTRY: dict[str, Method] = {
-    "esd-x": Method("esd-x", esd, {"params": "xattn"}),
-    "esd-x-strict": Method("esd-x-strict", esd, {"params": "xattn-kv"}),
-    "esd-u": Method("esd-u", esd, {"params": "non-xattn"}),
-    "esd-all": Method("esd-all", esd, {"params": "all"}),
-    "uce": Method("uce", uce),
-    "ca": Method("ca", ablation),
+    # Concept-level unlearning: edit with prompts of the concept (and of what to keep).
+    "esd-x": Method("esd-x", "esd", {"params": "xattn"}),
+    "esd-x-strict": Method("esd-x-strict", "esd", {"params": "xattn-kv"}),
+    "esd-u": Method("esd-u", "esd", {"params": "non-xattn"}),
+    "esd-all": Method("esd-all", "esd", {"params": "all"}),
+    "uce": Method("uce", "uce"),
+    "ca": Method("ca", "ablation"),
     # Data-level untraining: edit with a forget set (and most with a retain set) of images.
-    "ga": Method("ga", ga, {"alpha": 0.0}),
-    "graddiff": Method("graddiff", ga, {"alpha": 0.1}),
-    "ft": Method("ft", ft),
-    "rl": Method("rl", rl, {"saliency": 0.0}),
-    "salun": Method("salun", rl, {"saliency": 0.5}),
-    "ieu": Method("ieu", ieu),
-    "hamu": Method("hamu", hamu),
+    "ga": Method("ga", "ga", {"alpha": 0.0}),
+    "graddiff": Method("graddiff", "ga", {"alpha": 0.1}),
+    "ft": Method("ft", "ft"),
+    "rl": Method("rl", "rl", {"saliency": 0.0}),
+    "salun": Method("salun", "rl", {"saliency": 0.5}),
+    "ieu": Method("ieu", "ieu"),
+    "hamu": Method("hamu", "hamu"),
 }
 
 
-def get_method(name: str) -> Method:
+def get_method(name: str, kind: str | None = None) -> Method:
+    """The registered method ``name``; with ``kind``, one of that kind (the message lists them)."""
     if name not in REGISTRY:
         raise EraseError(f"unknown method {name!r}; choose one of {', '.join(REGISTRY)}")
-    return REGISTRY[name]
+    method = REGISTRY[name]
+    if kind is not None and method.kind != kind:
+        level = "concept-level" if method.kind == "unlearning" else "data-level"
+        other = "erase concept" if method.kind == "unlearning" else "erase untrain"
+        raise EraseError(
+            f"{name} is a {level} ({method.kind}) method; use `{other}` for it, or pick {', '.join(names(kind))}"
+        )
+    return method
+
+
+def names(kind: str | None = None, *, one_per_file: bool = False) -> list[str]:
+    """Registered method names, of one kind when given (imports each module to read its kind);
+    ``one_per_file``: only the first variant of each method file (ESD-x for ESD)."""
+    out, files = [], set()
+    for n, m in REGISTRY.items():
+        if (kind is None or m.kind == kind) and not (one_per_file and m.module_name in files):
+            out.append(n)
+            files.add(m.module_name)
+    return out

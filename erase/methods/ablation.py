@@ -32,11 +32,18 @@ from dataclasses import dataclass
 
 import torch
 
-from erase.checkpoint import Checkpointer
-from erase.diffusion import diffusion_loss, encode_prompts, predict, sample_timesteps, state_bank
+from erase.diffusion import (
+    diffusion_loss,
+    encode_prompts,
+    predict,
+    regress_onto,
+    sample_timesteps,
+    state_bank,
+)
 from erase.errors import EraseError
 from erase.layers import select_parameters
-from erase.methods.base import EraseInputs, fit, require_param_set, require_positive
+from erase.methods.base import EraseInputs, require_param_set, require_positive
+from erase.train import FitHooks, FitSettings, fit
 
 KIND = "unlearning"
 
@@ -91,6 +98,16 @@ TOY = {
     "prior_weight": 1.0,
     "preserve_weight": 1.0,
 }
+# The test matrix's settings (tiny random pipelines; mechanics only); the preserve term included.
+SMOKE = {
+    "steps": 2,
+    "images_per_anchor": 1,
+    "sample_steps": 2,
+    "batch_size": 1,
+    "lr": 1e-2,
+    "preserve_weight": 1.0,
+    "preserve_trajectories": 1,
+}
 
 
 def removal_negative(target: str, anchor: str) -> str | None:
@@ -124,15 +141,8 @@ def _anchor_latents(pipe, targets, anchors, cfg: Config, seed: int, progress: bo
     return torch.cat(lat)
 
 
-def edit(
-    pipe,
-    inputs: EraseInputs,
-    cfg: Config,
-    *,
-    seed: int,
-    progress: bool = True,
-    checkpoint: Checkpointer | None = None,
-) -> dict:
+def edit(pipe, inputs: EraseInputs, cfg: Config, *, seed: int, progress=True, checkpoint=None) -> dict:
+    """See ``erase.methods.api.MethodModule``."""
     # 1. Check inputs: ablation needs somewhere to map the concept to.
     if not inputs.targets:
         raise EraseError("ca needs at least one target prompt")
@@ -173,10 +183,10 @@ def edit(
         noise = torch.randn(x0.shape, generator=gen).to(x0)
         t = sample_timesteps(sched, len(idx), gen, x0.device)
         if cfg.loss == "model":
+            x_t = sched.add_noise(x0, noise, t)
             with torch.no_grad():
-                target = predict(unet, sched.add_noise(x0, noise, t), t, anchors[k])
-            pred = predict(unet, sched.add_noise(x0, noise, t), t, targets[k])
-            loss = torch.nn.functional.mse_loss(pred.float(), target.float())
+                target = predict(unet, x_t, t, anchors[k])
+            loss = regress_onto(unet, x_t, t, targets[k], target)
         else:
             loss = diffusion_loss(
                 unet,
@@ -193,21 +203,15 @@ def edit(
             )
         if keep_bank is not None:
             xp, tp, cp, target_p = keep_bank.draw(cfg.batch_size, gen)
-            pred_p = predict(unet, xp, tp, preserve[cp])
-            loss = loss + cfg.preserve_weight * torch.nn.functional.mse_loss(pred_p.float(), target_p.float())
+            loss = loss + cfg.preserve_weight * regress_onto(unet, xp, tp, preserve[cp], target_p)
         return loss
 
     losses = fit(
         unet,
         params,
         loss_fn,
-        steps=cfg.steps,
-        lr=cfg.lr,
-        optimizer=cfg.optimizer,
-        desc="ca",
-        progress=progress,
-        generators=(gen,),
-        checkpoint=checkpoint,
+        FitSettings.of(cfg, "ca", progress),
+        FitHooks(generators=(gen,), checkpoint=checkpoint),
     )
     return {
         "params": sorted(params),

@@ -1,29 +1,18 @@
-"""What every method receives and returns, and the one fine-tuning loop the gradient methods share.
+"""What methods share: their inputs (``EraseInputs``), config checks, batches of an image set with
+the diffusion loss on them, and the ascent objective of GA, GradDiff and IEU.
 
-A method is a module with ``KIND`` (``"unlearning"`` or ``"untraining"``), a frozen ``Config``
-dataclass and ``edit(pipe, inputs, cfg, *, seed, progress, checkpoint) -> dict``, which edits
-``pipe.unet`` in place and returns a log with at least ``"params"``: the names of the parameters it
-may have changed. ``checkpoint`` (``erase.checkpoint.Checkpointer`` or None) goes to ``fit``, with
-the generators the loss draws from, so that an interrupted edit can resume.
-Concept-level and data-level methods share this signature and differ only in which fields of
-``EraseInputs`` they read.
+What a method module must hold is in ``erase.methods.api``; the training loop is ``erase.train``.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
-from tqdm.auto import tqdm
 
-from erase.checkpoint import Checkpointer, LoopState, loop_tag
 from erase.data import ImageSet
 from erase.errors import EraseError
-
-Kind = Literal["unlearning", "untraining"]
+from erase.train import DivergenceGuard, FitHooks
 
 
 @dataclass(frozen=True)
@@ -72,247 +61,21 @@ def require_param_set(where: str, value: str) -> None:
         raise EraseError(f"{where}: params must be one of {', '.join(PARAM_SETS)}, got {value!r}")
 
 
-class NonFiniteLoss(EraseError):
-    """Raised after the loop has put the last good weights back."""
+@dataclass(frozen=True)
+class SalunTraining:
+    """The training settings of the SalUn code, shared by its baselines (GA, GradDiff, FT) and by RL
+    and SalUn: Adam at lr 1e-5, 100 steps of batch 4, every UNet parameter. A method's ``Config``
+    adds its own fields and calls ``check`` from its ``__post_init__``."""
 
+    params: str = "all"
+    steps: int = 100
+    lr: float = 1e-5
+    batch_size: int = 4
+    optimizer: str = "adam"
 
-class Diverged(NonFiniteLoss):
-    """A divergence guard stopped the loop before the step that would have crossed its limit."""
-
-
-class DivergenceGuard:
-    """Stops ascent-type methods before they wreck the model.
-
-    Gradient ascent has no minimum: left alone it drives the forget loss, and the weights, to
-    infinity (seed 003). The guard is checked before each step, on the loss the method watches
-    (the forget loss) and on the norm of the trained weights; crossing either limit stops the loop
-    with the previous step's weights in place and a message saying which limit and when.
-
-    ``loss_limit`` 1.0 suits noise prediction: a UNet that predicts zeros scores 1.0 on unit
-    noise, so a forget loss above that means it no longer denoises at all.
-    """
-
-    def __init__(self, params, *, loss_limit: float | None = 1.0, weight_factor: float = 1.5):
-        self.params = list(params)
-        self.loss_limit, self.weight_factor = loss_limit, weight_factor
-        self.start = self._norm()
-        self.watched: float | None = None  # set by the method's loss function each step
-
-    def _norm(self) -> float:
-        with torch.no_grad():
-            return float(torch.sqrt(sum((p.float() ** 2).sum() for p in self.params)))
-
-    def __call__(self, step: int) -> str | None:
-        if self.loss_limit is not None and self.watched is not None and self.watched > self.loss_limit:
-            return (
-                f"the forget loss reached {self.watched:.3g} at step {step}, past the limit "
-                f"{self.loss_limit:g} (the model no longer denoises)"
-            )
-        norm = self._norm()
-        if self.start > 0 and norm > self.weight_factor * self.start:
-            return (
-                f"the trained weights' norm grew {norm / self.start:.2f}x by step {step}, "
-                f"past the limit {self.weight_factor:g}x"
-            )
-        return None
-
-
-def make_optimizer(
-    params: list[torch.nn.Parameter], name: str, lr: float, *, foreach: bool | None = None
-) -> torch.optim.Optimizer:
-    """``foreach=False`` steps one tensor at a time: slower on a GPU, but without the multi-tensor
-    path's temporaries (a full copy of the optimizer state's size in Adam's step)."""
-    if not lr > 0:
-        raise EraseError(f"learning rate must be positive, got {lr}")
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, foreach=foreach)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, foreach=foreach)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, foreach=foreach)
-    if name == "sgdm":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, foreach=foreach)
-    raise EraseError(f"unknown optimizer {name!r}; choose adam, adamw, sgd or sgdm")
-
-
-def fit(
-    module: torch.nn.Module,
-    params: dict[str, torch.nn.Parameter],
-    loss_fn: Callable[[int], torch.Tensor],
-    *,
-    steps: int,
-    lr: float,
-    optimizer: str = "adam",
-    desc: str = "erase",
-    progress: bool = True,
-    grad_hook: Callable[[], None] | None = None,
-    after_step: Callable[[int], None] | None = None,
-    guard: Callable[[int], str | None] | None = None,
-    step_fn: Callable[[int], None] | None = None,
-    generators: Sequence[torch.Generator] = (),
-    extra: dict[str, list] | None = None,
-    checkpoint: Checkpointer | None = None,
-    low_memory: bool = False,
-) -> list[float]:
-    """Gradient steps on ``params`` (of ``module``) with ``loss_fn(step)``; returns the loss per step.
-
-    Only ``params`` are trainable during the loop; afterwards ``module`` is left frozen and in
-    eval mode, whatever happened.
-
-    A non-finite loss or gradient stops the loop *before* the step that would corrupt the
-    weights, so the UNet keeps the last good weights, and ``NonFiniteLoss`` says so.
-    ``grad_hook`` runs between backward and step (SalUn's saliency mask, for instance);
-    ``after_step(step)`` after each step (the relearning attack evaluates there). ``guard(step)``
-    runs after the loss is computed and before the step; a message from it stops the loop with
-    ``Diverged`` (see ``DivergenceGuard``). ``step_fn(step)`` replaces the optimizer's step for
-    methods whose update is not a gradient step (HAMU, IEU's noise): it reads ``p.grad``.
-
-    ``checkpoint`` (``erase.checkpoint.Checkpointer``) saves the loop's state every few steps and
-    on SIGTERM, and restores it when resuming. For that it must see all the loop's state: the
-    ``generators`` ``loss_fn`` draws from, and in ``extra`` the lists that ``loss_fn`` or
-    ``after_step`` append to (JSON-able; restored in place).
-
-    ``low_memory`` trades time for memory without changing what is optimised: the module's gradient
-    checkpointing (diffusers models) is on for the loop, so activations are recomputed in the
-    backward pass instead of kept, and (without ``grad_hook`` or ``step_fn``, which need every
-    gradient at once) each tensor is stepped as soon as its gradient is complete (``StepInBackward``).
-    """
-    if steps <= 0:
-        raise EraseError(f"steps must be positive, got {steps}")
-    plist = list(params.values())
-    opt = (
-        make_optimizer(plist, optimizer, lr, foreach=False if low_memory else None)
-        if step_fn is None
-        else None
-    )
-    in_backward = low_memory and opt is not None and grad_hook is None
-    state = LoopState(params, opt, tuple(generators), extra or {})
-    tag = loop_tag(desc, steps, lr, optimizer if step_fn is None else "own step", params)
-    module.requires_grad_(False)
-    for p in plist:
-        p.requires_grad_(True)
-    module.train()
-    was_checkpointing = getattr(module, "is_gradient_checkpointing", False)
-    if low_memory and not was_checkpointing:
-        if not hasattr(module, "enable_gradient_checkpointing"):
-            raise EraseError(f"{type(module).__name__} has no gradient checkpointing; leave low_memory off")
-        module.enable_gradient_checkpointing()
-    stepper = StepInBackward(opt, plist) if in_backward else None
-    try:
-        looping = (
-            contextlib.nullcontext()
-            if checkpoint is None
-            else checkpoint.loop(state, desc=desc, tag=tag, steps=steps)
-        )
-        with looping:
-            if not state.finished:
-                _loop(
-                    state,
-                    loss_fn,
-                    steps,
-                    desc,
-                    progress,
-                    grad_hook,
-                    after_step,
-                    guard,
-                    step_fn,
-                    checkpoint,
-                    stepper,
-                )
-    finally:
-        if stepper is not None:
-            stepper.remove()
-        module.eval().requires_grad_(False)
-        if low_memory and not was_checkpointing:
-            module.disable_gradient_checkpointing()
-    return state.losses
-
-
-class StepInBackward:
-    """Steps each trained tensor as soon as its gradient is complete, inside the backward pass, and
-    frees that gradient: the gradients of all trained tensors never exist at once (for ESD-x on
-    SD 1.5, 176 MB less at the backward pass's peak).
-
-    The weights are the same as stepping after the backward pass: every optimizer here (Adam, AdamW,
-    SGD with or without momentum) updates a tensor from that tensor's gradient and state alone.
-    The cost is in the non-finite check: a bad gradient is seen when it arrives, after the tensors
-    whose gradients came first have taken that step. The loop stops there and says how many did.
-    """
-
-    def __init__(self, opt: torch.optim.Optimizer, plist: list[torch.nn.Parameter]):
-        self.opt, self.total = opt, len(plist)
-        self.bad: bool = False
-        self.stepped = 0
-        self.handles = [p.register_post_accumulate_grad_hook(self._arrived) for p in plist]
-
-    def start(self) -> None:
-        self.bad, self.stepped = False, 0
-
-    def _arrived(self, p: torch.nn.Parameter) -> None:
-        if not self.bad and not torch.isfinite(p.grad).all():
-            self.bad = True
-        if not self.bad:
-            # Every other trained tensor's gradient is None here (freed after its own step, or
-            # not computed yet), so the optimizer's step touches this tensor only. It still scans
-            # every tensor for a gradient: 0.1 s per iteration for SD 1.5's 700 tensors (params
-            # "all"), against seconds for the iteration itself.
-            self.opt.step()
-            self.stepped += 1
-        p.grad = None
-
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
-
-
-def _loop(
-    state, loss_fn, steps, desc, progress, grad_hook, after_step, guard, step_fn, checkpoint, stepper
-) -> None:
-    plist, opt, losses = list(state.params.values()), state.optimizer, state.losses
-    bar = tqdm(range(state.step, steps), desc=desc, disable=not progress, leave=False, initial=state.step)
-    for step in bar:
-        loss = loss_fn(step)
-        kept = f"stopped and kept the weights of step {step - 1}" if step else "stopped before any step"
-        if not torch.isfinite(loss):
-            raise NonFiniteLoss(
-                f"{desc}: loss became {loss.item()} at step {step}; {kept}; lower the learning rate"
-            )
-        if guard is not None and (why := guard(step)):
-            raise Diverged(
-                f"{desc}: {why}; {kept}; lower the learning rate or the steps, or weigh the retain set more"
-            )
-        for p in plist:
-            p.grad = None
-        if stepper is not None:
-            stepper.start()
-        loss.backward()
-        if stepper is not None and stepper.bad:
-            raise NonFiniteLoss(
-                f"{desc}: gradient became non-finite at step {step}; low_memory steps each tensor as its "
-                f"gradient arrives, so {stepper.stepped} of {stepper.total} tensors took step {step} and "
-                f"the rest kept {f'the weights of step {step - 1}' if step else 'their initial weights'}; "
-                "lower the learning rate"
-            )
-        if grad_hook is not None:
-            grad_hook()
-        if not all(torch.isfinite(p.grad).all() for p in plist if p.grad is not None):
-            for p in plist:
-                p.grad = None
-            raise NonFiniteLoss(
-                f"{desc}: gradient became non-finite at step {step}; {kept}; lower the learning rate"
-            )
-        if step_fn is not None:
-            with torch.no_grad():
-                step_fn(step)
-        elif stepper is None:
-            opt.step()
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{losses[-1]:.4f}")
-        if after_step is not None:
-            after_step(step)
-        state.step = step + 1
-        if checkpoint is not None:
-            checkpoint.step_done(state)
+    def check(self, name: str) -> None:
+        require_param_set(name, self.params)
+        require_positive(name, self, "steps", "lr", "batch_size")
 
 
 class Batches:
@@ -376,6 +139,12 @@ class AscentObjective:
         )
         self.forget_losses: list[float] = []
         self.extra = {"forget_losses": self.forget_losses}  # what fit() must checkpoint with the loop
+
+    def hooks(self, checkpoint, step_fn=None) -> FitHooks:
+        """The loop's hooks: the guard, this objective's generator and lists, and the checkpoint."""
+        return FitHooks(
+            guard=self.guard, step_fn=step_fn, generators=(self.gen,), extra=self.extra, checkpoint=checkpoint
+        )
 
     def __call__(self, step: int) -> torch.Tensor:
         lf = self.forget.loss()

@@ -26,11 +26,11 @@ from dataclasses import dataclass
 
 import torch
 
-from erase.checkpoint import Checkpointer
-from erase.diffusion import Conditioning, encode_prompts, predict, state_bank
+from erase.diffusion import Conditioning, encode_prompts, regress_onto, state_bank
 from erase.errors import EraseError
 from erase.layers import select_parameters
-from erase.methods.base import EraseInputs, fit, require_param_set, require_positive
+from erase.methods.base import EraseInputs, require_param_set, require_positive
+from erase.train import FitHooks, FitSettings, fit
 
 KIND = "unlearning"
 
@@ -71,17 +71,12 @@ TOY = {
     "ddim_steps": 25,
     "preserve_weight": 4.0,
 }
+# The test matrix's settings (tiny random pipelines; mechanics only): every code path, in seconds.
+SMOKE = {"steps": 2, "trajectories": 1, "ddim_steps": 2, "batch_size": 1, "lr": 1e-2}
 
 
-def edit(
-    pipe,
-    inputs: EraseInputs,
-    cfg: Config,
-    *,
-    seed: int,
-    progress: bool = True,
-    checkpoint: Checkpointer | None = None,
-) -> dict:
+def edit(pipe, inputs: EraseInputs, cfg: Config, *, seed: int, progress=True, checkpoint=None) -> dict:
+    """See ``erase.methods.api.MethodModule``."""
     # 1. Check inputs.
     if not inputs.targets:
         raise EraseError("esd needs at least one target prompt")
@@ -112,7 +107,7 @@ def edit(
             xp, tp, cp, target_p = keep_bank.draw(cfg.batch_size, gen)
             x, t, target = torch.cat([x, xp]), torch.cat([t, tp]), torch.cat([target, target_p])
             cond = Conditioning.cat([cond, preserve[cp]])
-        err = (predict(unet, x, t, cond).float() - target.float()).pow(2).mean(dim=(1, 2, 3))
+        err = regress_onto(unet, x, t, cond, target, per_sample=True)
         n = cfg.batch_size
         loss = err[:n].mean()
         if len(err) > n:
@@ -123,14 +118,8 @@ def edit(
         unet,
         params,
         loss_fn,
-        steps=cfg.steps,
-        lr=cfg.lr,
-        optimizer=cfg.optimizer,
-        desc=f"esd-{cfg.params}",
-        progress=progress,
-        generators=(gen,),
-        checkpoint=checkpoint,
-        low_memory=cfg.low_memory,
+        FitSettings.of(cfg, f"esd-{cfg.params}", progress),
+        FitHooks(generators=(gen,), checkpoint=checkpoint),
     )
     return {
         "params": sorted(params),

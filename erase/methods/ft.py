@@ -10,24 +10,19 @@ from dataclasses import dataclass
 
 import torch
 
-from erase.checkpoint import Checkpointer
 from erase.layers import select_parameters
-from erase.methods.base import Batches, EraseInputs, fit, require_param_set, require_positive, require_sets
+from erase.methods.base import Batches, EraseInputs, SalunTraining, require_sets
+from erase.train import FitHooks, FitSettings, fit
 
 KIND = "untraining"
 
 
 @dataclass(frozen=True)
-class Config:
-    params: str = "all"
-    steps: int = 100
-    lr: float = 1e-5
-    batch_size: int = 4
-    optimizer: str = "adam"
+class Config(SalunTraining):
+    """FT settings: the SalUn code's (``SalunTraining``)."""
 
     def __post_init__(self):
-        require_param_set("ft", self.params)
-        require_positive("ft", self, "steps", "lr", "batch_size")
+        self.check("ft")
 
 
 # Tuned on toy:color=red:n=32 against its untraining oracle (bench/untrain_table.py, 60 steps):
@@ -36,17 +31,11 @@ class Config:
 # distance at 1e-5, 8.7x at 3e-5, 14x at 1e-4. FT should end near the oracle, so the smallest (the
 # paper's 1e-5) it is; the forget loss falls with the retain loss (MIA AUC 0.52): no forgetting.
 TOY = {"lr": 1e-5, "steps": 60}
+SMOKE = {"steps": 2, "lr": 1e-3}  # the test matrix's settings (tiny random pipelines)
 
 
-def edit(
-    pipe,
-    inputs: EraseInputs,
-    cfg: Config,
-    *,
-    seed: int,
-    progress: bool = True,
-    checkpoint: Checkpointer | None = None,
-) -> dict:
+def edit(pipe, inputs: EraseInputs, cfg: Config, *, seed: int, progress=True, checkpoint=None) -> dict:
+    """See ``erase.methods.api.MethodModule``."""
     require_sets("ft", inputs, retain=True)
     gen = torch.Generator().manual_seed(seed)
     pipe.unet.eval()
@@ -56,13 +45,8 @@ def edit(
         pipe.unet,
         params,
         lambda step: retain.loss(),
-        steps=cfg.steps,
-        lr=cfg.lr,
-        optimizer=cfg.optimizer,
-        desc="ft",
-        progress=progress,
-        generators=(gen,),
-        checkpoint=checkpoint,
+        FitSettings.of(cfg, "ft", progress),
+        FitHooks(generators=(gen,), checkpoint=checkpoint),
     )
     return {
         "params": sorted(params),

@@ -11,66 +11,42 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from erase.checkpoint import Checkpointer
-from erase.methods.base import (
-    AscentObjective,
-    EraseInputs,
-    fit,
-    require_param_set,
-    require_positive,
-)
+from erase.errors import EraseError
+from erase.methods.base import AscentObjective, EraseInputs, SalunTraining, require_positive
+from erase.train import FitSettings, fit
 
 KIND = "untraining"
 
 
 @dataclass(frozen=True)
-class Config:
-    """GA / GradDiff settings (SalUn code: Adam, lr 1e-5, alpha 0.1 for GradDiff)."""
+class Config(SalunTraining):
+    """GA / GradDiff settings: the SalUn code's (``SalunTraining``), alpha 0.1 for GradDiff."""
 
-    params: str = "all"
-    steps: int = 100
-    lr: float = 1e-5
-    batch_size: int = 4
     alpha: float = 0.0  # retain weight; 0 = pure gradient ascent
-    optimizer: str = "adam"
     max_forget_loss: float = 1.0  # divergence guard: a UNet that predicts zeros scores 1.0
     max_weight_growth: float = 1.5  # divergence guard on the trained weights' norm
 
     def __post_init__(self):
-        require_param_set("ga", self.params)
-        require_positive("ga", self, "steps", "lr", "batch_size", "max_forget_loss", "max_weight_growth")
+        self.check("ga")
+        require_positive("ga", self, "max_forget_loss", "max_weight_growth")
         if self.alpha < 0:
-            from erase.errors import EraseError
-
             raise EraseError(f"ga: alpha must be >= 0, got {self.alpha}")
 
 
 TOY = {"lr": 1e-4, "steps": 20}  # at 60 steps ascent crossed the guard (forget loss 1.38 at step 23)
+# The test matrix's settings: random weights start above a trained model's forget-loss limit (1.0).
+SMOKE = {"steps": 2, "lr": 1e-3, "max_forget_loss": 100.0}
 
 
-def edit(
-    pipe,
-    inputs: EraseInputs,
-    cfg: Config,
-    *,
-    seed: int,
-    progress: bool = True,
-    checkpoint: Checkpointer | None = None,
-) -> dict:
+def edit(pipe, inputs: EraseInputs, cfg: Config, *, seed: int, progress=True, checkpoint=None) -> dict:
+    """See ``erase.methods.api.MethodModule``."""
     name = "graddiff" if cfg.alpha > 0 else "ga"
     objective = AscentObjective(pipe, inputs, cfg, seed=seed, name=name, retain_weight=cfg.alpha)
     losses = fit(
         pipe.unet,
         objective.params,
         objective,
-        steps=cfg.steps,
-        lr=cfg.lr,
-        optimizer=cfg.optimizer,
-        desc=name,
-        progress=progress,
-        guard=objective.guard,
-        generators=(objective.gen,),
-        extra=objective.extra,
-        checkpoint=checkpoint,
+        FitSettings.of(cfg, name, progress),
+        objective.hooks(checkpoint),
     )
     return objective.log(losses)

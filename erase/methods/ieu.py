@@ -18,15 +18,9 @@ from dataclasses import dataclass
 
 import torch
 
-from erase.checkpoint import Checkpointer
 from erase.errors import EraseError
-from erase.methods.base import (
-    AscentObjective,
-    EraseInputs,
-    fit,
-    require_param_set,
-    require_positive,
-)
+from erase.methods.base import AscentObjective, EraseInputs, require_param_set, require_positive
+from erase.train import FitSettings, fit
 
 KIND = "untraining"
 RECONSTRUCTED = True
@@ -59,17 +53,12 @@ class Config:
 # forget loss rose 0.110 -> 0.132 and the retain loss as much (0.105 -> 0.127: the toy did not
 # memorise the forget set, so ascent on it is ascent on its concept), colours kept (>= 0.92).
 TOY = {"lr": 1e-3, "steps": 60, "noise": 1e-4}
+# The test matrix's settings: random weights start above a trained model's forget-loss limit (1.0).
+SMOKE = {"steps": 2, "lr": 1e-2, "max_forget_loss": 100.0}
 
 
-def edit(
-    pipe,
-    inputs: EraseInputs,
-    cfg: Config,
-    *,
-    seed: int,
-    progress: bool = True,
-    checkpoint: Checkpointer | None = None,
-) -> dict:
+def edit(pipe, inputs: EraseInputs, cfg: Config, *, seed: int, progress=True, checkpoint=None) -> dict:
+    """See ``erase.methods.api.MethodModule``."""
     objective = AscentObjective(pipe, inputs, cfg, seed=seed, name="ieu", retain_weight=cfg.beta)
     params = objective.params
 
@@ -84,14 +73,7 @@ def edit(
         pipe.unet,
         params,
         objective,
-        steps=cfg.steps,
-        lr=cfg.lr,
-        desc="ieu",
-        progress=progress,
-        guard=objective.guard,
-        step_fn=step_fn,
-        generators=(objective.gen,),
-        extra=objective.extra,
-        checkpoint=checkpoint,
+        FitSettings.of(cfg, "ieu", progress),
+        objective.hooks(checkpoint, step_fn=step_fn),
     )
     return objective.log(losses) | {"reconstructed": True}

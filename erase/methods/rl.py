@@ -16,30 +16,24 @@ from dataclasses import dataclass
 
 import torch
 
-from erase.checkpoint import Checkpointer
-from erase.diffusion import predict, sample_timesteps
+from erase.diffusion import predict, regress_onto, sample_timesteps
 from erase.errors import EraseError
 from erase.layers import select_parameters
-from erase.methods.base import Batches, EraseInputs, fit, require_param_set, require_positive, require_sets
+from erase.methods.base import Batches, EraseInputs, SalunTraining, require_sets
+from erase.train import FitHooks, FitSettings, fit
 
 KIND = "untraining"
 
 
 @dataclass(frozen=True)
-class Config:
-    """RL / SalUn settings (SalUn code: Adam, lr 1e-5, alpha 0.5, mask 50%)."""
+class Config(SalunTraining):
+    """RL / SalUn settings: the SalUn code's (``SalunTraining``), alpha 0.5, mask 50%."""
 
-    params: str = "all"
-    steps: int = 100
-    lr: float = 1e-5
-    batch_size: int = 4
     alpha: float = 0.5  # retain weight
     saliency: float = 0.0  # share of weights allowed to move; 0 = all (plain RL), SalUn 0.5
-    optimizer: str = "adam"
 
     def __post_init__(self):
-        require_param_set("rl", self.params)
-        require_positive("rl", self, "steps", "lr", "batch_size")
+        self.check("rl")
         if not 0 <= self.saliency < 1:
             raise EraseError(f"rl: saliency must be in [0, 1), got {self.saliency}")
         if self.alpha < 0:
@@ -53,6 +47,7 @@ class Config:
 # MIA 0.45, red and other colours kept; at 3e-4 the same; at 1e-3 red 0.00 but green and blue fell
 # to 0.33 and 0.29, a wrecked model. So 1e-4 for both.
 TOY = {"lr": 1e-4, "steps": 60}
+SMOKE = {"steps": 2, "lr": 1e-3}  # the test matrix's settings (tiny random pipelines)
 
 
 def saliency_mask(unet, params: dict, forget: Batches, share: float) -> dict[str, torch.Tensor]:
@@ -86,15 +81,8 @@ def saliency_mask(unet, params: dict, forget: Batches, share: float) -> dict[str
     return {k: (m >= threshold.to(m.device)).to(m.dtype) for k, m in mags.items()}
 
 
-def edit(
-    pipe,
-    inputs: EraseInputs,
-    cfg: Config,
-    *,
-    seed: int,
-    progress: bool = True,
-    checkpoint: Checkpointer | None = None,
-) -> dict:
+def edit(pipe, inputs: EraseInputs, cfg: Config, *, seed: int, progress=True, checkpoint=None) -> dict:
+    """See ``erase.methods.api.MethodModule``."""
     name = "salun" if cfg.saliency > 0 else "rl"
     require_sets(name, inputs, retain=True)
     gen = torch.Generator().manual_seed(seed)
@@ -119,7 +107,7 @@ def edit(
         x_t = sched.add_noise(x0, noise, t)
         with torch.no_grad():
             target = predict(unet, x_t, t, retain.enc.cond[other])
-        loss = torch.nn.functional.mse_loss(predict(unet, x_t, t, cond).float(), target.float())
+        loss = regress_onto(unet, x_t, t, cond, target)
         return loss + cfg.alpha * retain.loss() if cfg.alpha > 0 else loss
 
     def apply_mask() -> None:
@@ -131,14 +119,10 @@ def edit(
         unet,
         params,
         loss_fn,
-        steps=cfg.steps,
-        lr=cfg.lr,
-        optimizer=cfg.optimizer,
-        desc=name,
-        progress=progress,
-        grad_hook=apply_mask if mask is not None else None,
-        generators=(gen,),
-        checkpoint=checkpoint,
+        FitSettings.of(cfg, name, progress),
+        FitHooks(
+            grad_hook=apply_mask if mask is not None else None, generators=(gen,), checkpoint=checkpoint
+        ),
     )
     log = {
         "params": sorted(params),

@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from erase.methods.base import Diverged, DivergenceGuard, fit
+from erase.train import Diverged, DivergenceGuard, FitHooks, FitSettings, fit
 
 R = (100, 100)
 W_DATA = (0.3730, 0.3296)  # trained on D = R + F
@@ -46,7 +46,13 @@ def descent_ascent(
         retain = mean_exp_loss(model.w, R) + 0.5 * (model.w**2).sum()  # ridge, lambda = 1
         return retain - mean_exp_loss(model.w, forget)
 
-    fit(model, {"w": model.w}, loss, steps=steps, lr=lr, optimizer="sgd", progress=False, guard=guard)
+    fit(
+        model,
+        {"w": model.w},
+        loss,
+        FitSettings(steps, lr, "sgd", "descent-ascent", False),
+        FitHooks(guard=guard),
+    )
     return model.w.detach()
 
 

@@ -1,4 +1,4 @@
-"""Figures and tables for people: relearning curves, and one self-contained report per run.
+"""One self-contained report per run, and the summary of a study.
 
 The report is read by a reviewer who did not run anything: it states the declared kind and the
 oracle that kind is judged against, the settings, before/after scores with intervals, the audit
@@ -9,84 +9,9 @@ reproducibility record. ``report.html`` embeds its images, so it can be mailed o
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-
-
-def plot_relearning(
-    runs: Sequence[dict],
-    concept: str,
-    *,
-    original: float,
-    erased: float,
-    tau: float,
-    path: Path,
-    title: str = "",
-    oracle_runs: Sequence[dict] = (),
-) -> None:
-    """Accuracy on the erased concept (left) and mean accuracy on the others (right) against
-    relearning steps: one line per optimizer x learning rate (mean over seeds, band = range over
-    seeds), the original and erased levels and the resurgence threshold marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; never open a window
-    import matplotlib.pyplot as plt
-
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, (key, rs) in enumerate(_by_setting(runs).items()):
-        color = colors[i % len(colors)]
-        label = f"{key[0]} lr={key[1]:g}"
-        _band(ax, rs, lambda p: p["accuracy"][concept], color, label)
-        _band(ax2, rs, lambda p: _mean_others(p, concept), color, label)
-        if key in (o := _by_setting(oracle_runs)):
-            _band(ax, o[key], lambda p: p["accuracy"][concept], color, f"{label}, oracle", dashed=True)
-    ax.axhline(original, color="black", lw=1, label=f"original {original:.2f}")
-    ax.axhline(erased, color="grey", lw=1, ls=":", label=f"erased {erased:.2f}")
-    ax.axhline(tau * original, color="black", lw=0.8, ls="--", label=f"resurgence (tau {tau:g})")
-    ax.set_title(f"{concept!r} (erased concept)")
-    ax2.set_title("the other concepts (mean)")
-    for a in (ax, ax2):
-        a.set_xlabel("relearning step")
-        a.set_ylim(-0.03, 1.03)
-        a.grid(alpha=0.3)
-    ax.set_ylabel("CLIP zero-shot accuracy")
-    ax.legend(fontsize=7, loc="lower right")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def _by_setting(runs: Sequence[dict]) -> dict[tuple[str, float], list[dict]]:
-    out: dict[tuple[str, float], list[dict]] = {}
-    for r in runs:
-        out.setdefault((r["config"]["optimizer"], r["config"]["lr"]), []).append(r)
-    return out
-
-
-def _mean_others(point: dict, concept: str) -> float:
-    others = [v for k, v in point["accuracy"].items() if k != concept]
-    return float(np.mean(others)) if others else float("nan")
-
-
-def _band(ax, runs, value, color, label, dashed=False) -> None:
-    # A run that diverged stops early: pad it with NaN so the others still average.
-    steps = [p["step"] for p in max((r["curve"] for r in runs), key=len)]
-    ys = np.full((len(runs), len(steps)), np.nan)
-    for i, r in enumerate(runs):
-        ys[i, : len(r["curve"])] = [value(p) for p in r["curve"]]
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns after every run diverged
-        mean, lo, hi = np.nanmean(ys, 0), np.nanmin(ys, 0), np.nanmax(ys, 0)
-    ax.plot(steps, mean, color=color, label=label, ls="--" if dashed else "-", marker=".")
-    if len(runs) > 1:
-        ax.fill_between(steps, lo, hi, color=color, alpha=0.15)
-
 
 # The report ------------------------------------------------------------------------------------
 ORACLES = {
@@ -227,9 +152,7 @@ def build_report(run: Path, title: str | None = None) -> dict:
         if srows:
             tables.append((shead, srows))
         paras = [edit["results"]["note"]] if edit["results"].get("note") else []
-        log = edit["results"].get("method_log", {})
-        if "verdict" in log:
-            paras.append(f"Hardness: {log['verdict']}")
+        paras += edit["results"].get("summary") or []  # the method's own lines (HAMU's verdict)
         sections.append(
             {"heading": "Untraining metrics", "paragraphs": paras, "tables": tables, "images": []}
         )

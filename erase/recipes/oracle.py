@@ -3,12 +3,12 @@
 Seed 000/001's two problems have two ideal answers, and only a world small enough to retrain can
 compute them: the **untraining** oracle ``A(D minus S)`` (trained without the forget samples S) and
 the **unlearning** oracle ``A(D minus S_full)`` (trained without every sample of the concept). Both
-are the bundled recipe (``erase.toy.train``) with the same seed and steps; only the UNet's data
+are the bundled recipe (``erase.recipes.train``) with the same seed and steps; only the UNet's data
 differ, the VAE and text encoder are the bundled ones. An oracle is stored as a delta on the
 bundled toy holding every UNet tensor, so ``toy+ORACLE`` loads it wherever a model is accepted, and
 ``erase relearn ORACLE`` attacks it like any erasure.
 
-Oracles are cached by their exclusion: shipped ones under ``erase/toy/oracles/``, built ones under
+Oracles are cached by their exclusion: shipped ones under ``erase/recipes/oracles/``, built ones under
 ``$ERASE_CACHE/oracles`` (default ``~/.cache/erase/oracles``).
 """
 
@@ -48,6 +48,15 @@ def kind_of(exclude: Sequence[str], ids: Sequence[int]) -> str:
     return "unlearning" if exclude and not ids else "untraining"
 
 
+def forget_oracle(spec: str, ids: Sequence[int]) -> tuple[Path | None, str]:
+    """The oracle matching a toy forget set (``toy:color=red:n=32``) and its key: a whole concept's
+    (the unlearning oracle) when the spec names exactly one concept, else the ids' (untraining)."""
+    parts = [x for x in spec.split(":")[1:] if x]
+    concept_wide = all("=" in x and x.split("=")[0] in ("color", "shape", "style") for x in parts)
+    exclude, ex_ids = (parts, []) if concept_wide and len(parts) == 1 else ([], list(ids))
+    return find_oracle(exclude, ex_ids), oracle_key(exclude, ex_ids)
+
+
 def find_oracle(exclude: Sequence[str] = (), ids: Sequence[int] = ()) -> Path | None:
     """The folder of a shipped or cached oracle for this exclusion, or None."""
     key = oracle_key(exclude, ids)
@@ -72,10 +81,11 @@ def build_oracle(
 
     from diffusers import UNet2DConditionModel
 
-    from erase.delta import DELTA_NAME, model_fingerprint, save_delta
+    from erase.delta import DELTA_NAME, save_delta
     from erase.io import atomic_dir, check_writable, write_json
+    from erase.models import model_fingerprint
+    from erase.recipes.train import ToyTrainConfig, train_toy
     from erase.record import versions
-    from erase.toy.train import ToyTrainConfig, train_toy
     from erase.toy.world import World, parse_exclusion, select
 
     key = oracle_key(exclude, ids)

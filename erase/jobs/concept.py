@@ -1,0 +1,146 @@
+"""``erase concept``: erase a concept with a concept-level (unlearning) method, scored before and after.
+
+Writes ``OUT/delta.safetensors`` (only the changed tensors, with provenance) and ``OUT/record.json``,
+together, when the edit is done; resumable from checkpoints (``--resume``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from erase.errors import EraseError
+from erase.jobs.base import EditOptions, JobResult, open_run, option, positive, start_record
+
+
+def _method_help() -> str:
+    from erase.methods import names
+
+    return f"a concept-level method: {', '.join(names('unlearning'))}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConceptJob(EditOptions):
+    """Erase a concept (concept-level unlearning) and score it and its neighbours before and after."""
+
+    COMMAND = "concept"
+
+    concept: str = option(
+        help="concept to erase, as defined in the concept file (e.g. red, circle)", positional=True
+    )
+    method: str = option("esd-x", _method_help)
+    preserve: tuple[str, ...] | None = option(
+        None, "comma-separated concepts to keep (default: the other concepts of its group)", grammar="list"
+    )
+    anchor: str = option(
+        "default",
+        "prompt to map the concept onto; default: the concept file's anchors (the prompt without the "
+        "concept); 'none' for the empty prompt; placeholders as in 'a blue {shape}'",
+    )
+    eta: float | None = option(None, "ESD negative-guidance strength")
+    eval_seeds: tuple[int, ...] = option(
+        (1000, 1001, 1002, 1003), "held-out seeds for before/after scores", grammar="seeds"
+    )
+    eval_steps: int = option(25, "sampling steps of the before/after images")
+    no_score: bool = option(False, "skip before/after scoring")
+
+    def check(self) -> None:
+        super().check()
+        positive(self, "eval_steps")
+
+    @property
+    def overrides(self) -> dict:
+        return super().overrides | {"eta": self.eta}
+
+
+def run(cfg: ConceptJob) -> JobResult:
+    from erase.delta import DELTA_NAME
+    from erase.io import write_json
+    from erase.methods import get_method
+    from erase.unlearn import concept_inputs, run_method, write_delta
+
+    # 1. Check inputs before loading anything.
+    if not cfg.no_score:
+        cfg.check_judge()
+    book = cfg.book()
+    target = book.get(cfg.concept)
+    method = get_method(cfg.method, "unlearning")
+    if cfg.preserve is None:
+        keep = [book.get(label) for label in target.group.labels if label != target.label]
+    else:
+        keep = [book.get(c) for c in cfg.preserve]
+    if target.name in [k.name for k in keep]:
+        raise EraseError(
+            f"concept {target.name!r} is both erased and in --preserve; remove it from --preserve"
+        )
+    anchor = None if cfg.anchor.strip().lower() == "none" else cfg.anchor
+    inputs = concept_inputs(target, keep, anchor)
+    method.config(cfg.overrides)  # validates names and values now, not after loading the model
+    out = cfg.out_dir("concept", f"{target.name}-{method.name}")
+    rec = start_record(
+        cfg, cfg.eval_seeds, kind=method.kind, preserve=[k.name for k in keep], overrides=cfg.overrides
+    )
+    rec.prompts("concepts", file=book.path)
+    for name, texts in (
+        ("targets", inputs.targets),
+        ("anchors", inputs.anchors),
+        ("preserve", inputs.preserve),
+    ):
+        rec.prompts(name, texts=texts)
+    run = open_run(cfg, "concept", out, rec)
+
+    with run:
+        # 2. Load; score the base model.
+        pipe = cfg.load()
+        scored = [target, *keep]
+        score = _scorer(cfg, pipe, scored)
+        before = score()
+
+        # 3. Erase.
+        outcome = run_method(
+            pipe, method.name, inputs, overrides=cfg.overrides, seed=cfg.seed, checkpoint=run.checkpoint
+        )
+        after = score()
+
+        # 4. Write the delta and the record together.
+        results = {
+            "method_log": outcome.public_log,
+            "changed_tensors": len(outcome.params),
+            "before": before,
+            "after": after,
+            "toy_settings": outcome.toy,
+            "config": outcome.config.__dict__,
+        }
+        with run.commit() as tmp:
+            concepts = {"erase": target.name, "preserve": [k.name for k in keep]}
+            write_delta(
+                tmp / DELTA_NAME, pipe, outcome, base_spec=cfg.model, seed=cfg.seed, concepts=concepts
+            )
+            record = rec.finish(results, trainable=outcome.trainable, device=str(pipe.device))
+            write_json(tmp / "record.json", record)
+        print(summary(target, keep, before, after, outcome, out))
+    return JobResult(out, record)
+
+
+def _scorer(cfg: ConceptJob, pipe, concepts):
+    """Before/after scores on the same held-out prompts and seeds (None when scoring is off)."""
+    from erase.score import score_concepts
+
+    judge = None if cfg.no_score else cfg.load_judge(cfg.judge)
+
+    def score():
+        if judge is None:
+            return None
+        return score_concepts(pipe, judge, concepts, seeds=list(cfg.eval_seeds), steps=cfg.eval_steps)
+
+    return score
+
+
+def summary(target, keep, before, after, outcome, out) -> str:
+    from erase.report.console import before_after
+
+    lines = [outcome.headline(f"erased {target.name!r}", "parameters edited")]
+    if before is not None:
+        lines.append(before_after([target, *keep], target, before, after))
+    lines += outcome.summary
+    lines.append(f"delta and record: {out}")
+    return "\n".join(lines)

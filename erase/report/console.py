@@ -1,0 +1,39 @@
+"""Tables for the terminal and for Markdown: what a job prints when it is done."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub Markdown table; cells are written as given."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def before_after(concepts, target, before: dict, after: dict) -> str:
+    """Accuracy of each concept before and after an edit, with the 95% interval after."""
+    lines = [f"{'concept':<12} {'role':<9} {'before':>7} {'after':>7}   95% CI after"]
+    for c in concepts:
+        b, a = before["concepts"][c.name], after["concepts"][c.name]
+        role = "erased" if c is target else "kept"
+        lines.append(
+            f"{c.name:<12} {role:<9} {b['accuracy']:>7.2f} {a['accuracy']:>7.2f}   "
+            f"[{a['ci95'][0]:.2f}, {a['ci95'][1]:.2f}]"
+        )
+    return "\n".join(lines)
+
+
+def presence(table: dict[str, dict[str, float]], labels: Sequence[str], seeds: int) -> str:
+    """The audit's share of images in which the judge sees the prompt's concept, per model and row role."""
+    width = max(len(label) for label in labels)
+    lines = [
+        f"share of images in which the judge sees the prompt's concept ({seeds} seeds):",
+        f"{'model':<{width}}  " + "  ".join(f"{r:>9}" for r in table),
+    ]
+    for label in labels:
+        lines.append(
+            f"{label:<{width}}  " + "  ".join(f"{table[r].get(label, float('nan')):>9.2f}" for r in table)
+        )
+    return "\n".join(lines)

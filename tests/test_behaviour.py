@@ -1,0 +1,66 @@
+"""Bit-identical results across refactors: the commands below were run on the code before the job
+layer (main at 676453d) and the tensors of what they wrote are hashed in tests/data/delta_hashes.json.
+Every method, the relearning attack's saved weights and the README's demo pipeline are covered.
+
+Hashes are of CPU float32 results on this project's machine kind (2 cores); another BLAS may differ
+in the last bit, which is why these compare against a recorded run rather than across machines.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from erase.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+from delta_hashes import folder_hashes  # noqa: E402
+
+EXPECTED = json.loads((ROOT / "tests/data/delta_hashes.json").read_text())
+S2 = ["--steps", "2"]
+FORGET = ["untrain", "--forget", "toy:color=red:n=8", "--oracle", "none", *S2, "--method"]
+CASES = {
+    "concept-uce": ["concept", "red", "--method", "uce", "--no-score"],
+    "concept-esd-x-s2": ["concept", "red", "--method", "esd-x", *S2, "--no-score"],
+    "concept-esd-u-s2": ["concept", "red", "--method", "esd-u", *S2, "--no-score"],
+    "concept-ca-s2": [
+        "concept",
+        "red",
+        "--method",
+        "ca",
+        *S2,
+        "--no-score",
+        "--set",
+        "images_per_anchor=2",
+        "--set",
+        "sample_steps=5",
+    ],
+    # data-METHOD-s2: every untraining method, as recorded
+    **{run: [*FORGET, run[5:-3]] for run in {k.split("/")[0] for k in EXPECTED} if run.startswith("data-")},
+    "concept-esd-x-full": ["concept", "red", "--method", "esd-x", "--no-score"],
+    "toy-demo": ["run", str(ROOT / "pipelines/toy-demo.yaml")],
+}
+FAST = ["concept-uce"]
+
+
+def _check(name: str, tmp_path: Path) -> None:
+    out = tmp_path / name
+    assert main([*CASES[name], "--out", str(out)]) == 0
+    want = {k.split("/", 1)[1]: v for k, v in EXPECTED.items() if k.split("/", 1)[0] == name}
+    assert want, f"no recorded hash for {name}"
+    assert folder_hashes(out) == want
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_same_tensors_as_before_the_job_layer(name, tmp_path):
+    _check(name, tmp_path)
+
+
+@pytest.mark.efficacy
+@pytest.mark.parametrize("name", [n for n in CASES if n not in FAST])
+def test_same_tensors_as_before_the_job_layer_every_method_and_the_demo(name, tmp_path):
+    _check(name, tmp_path)
