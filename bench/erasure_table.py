@@ -3,25 +3,24 @@ with what it costs the concepts it should keep, and its edit time.
 
     python bench/erasure_table.py --seeds 1000-1003 --out erasure_table.json
 
-Each row erases one concept with the CLI's defaults (the concept file's anchors, the other concepts
-of its group preserved) from a fresh copy of the toy model, then scores all colours and shapes on
-held-out phrasings and seeds with the toy CLIP.
+Each row is one `erase concept` job with its defaults (the concept file's anchors, the other
+concepts of its group preserved) on a fresh copy of the toy model, watching the other group too,
+so every colour and shape is scored on held-out phrasings and seeds with the toy CLIP before and
+after. The runs' folders (delta and record each) are kept under --runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
+import tempfile
+from pathlib import Path
 
 import torch
 
-from erase.concepts import load_concepts
+from erase.jobs import ConceptJob, run
 from erase.methods import names
-from erase.models import load_judge, load_pipeline
-from erase.score import score_concepts
 from erase.specs import parse_seeds
-from erase.unlearn import concept_inputs, run_method
 
 COLORS = ["red", "green", "blue", "yellow"]
 SHAPES = ["circle", "square", "triangle", "cross"]
@@ -33,68 +32,85 @@ def main():
     p.add_argument("--concepts", default="circle,red")
     p.add_argument("--seeds", default="1000-1003")
     p.add_argument("--steps", type=int, default=20, help="sampling steps when scoring")
+    p.add_argument("--runs", type=Path, help="keep each run's folder here (default: a temporary folder)")
     p.add_argument("--out", help="write the JSON here")
     args = p.parse_args()
     torch.set_num_threads(2)
-    book, judge = load_concepts("toy"), load_judge("toy", device="cpu")
     seeds = parse_seeds(args.seeds)
-
-    def score(pipe):
-        res = score_concepts(
-            pipe, judge, [book.get(n) for n in COLORS + SHAPES], seeds=seeds, steps=args.steps, progress=False
-        )
-        return {n: r["accuracy"] for n, r in res["concepts"].items()}
-
-    base = score(load_pipeline("toy", device="cpu"))
-    rows = []
+    runs = args.runs or Path(tempfile.mkdtemp(prefix="erasure-table-"))
+    rows, base = [], {}
     for method in args.methods.split(","):
         for concept in args.concepts.split(","):
-            pipe = load_pipeline("toy", device="cpu")
-            target = book.get(concept)
-            keep = [book.get(n) for n in target.group.labels if n != concept]
-            t0 = time.time()
-            out = run_method(pipe, method, concept_inputs(target, keep), seed=0, progress=False)
-            seconds = time.time() - t0
-            after = score(pipe)
-            same = [n for n in (COLORS if concept in COLORS else SHAPES) if n != concept]
-            other = SHAPES if concept in COLORS else COLORS
-            row = {
-                "method": method,
-                "concept": concept,
-                "target_before": base[concept],
-                "target_after": after[concept],
-                "same_group_before": sum(base[n] for n in same) / len(same),
-                "same_group_after": sum(after[n] for n in same) / len(same),
-                "same_group_worst_drop": max(base[n] - after[n] for n in same),
-                "other_group_before": sum(base[n] for n in other) / len(other),
-                "other_group_after": sum(after[n] for n in other) / len(other),
-                "other_group_worst_drop": max(base[n] - after[n] for n in other),
-                "edit_seconds": round(seconds, 1),
-                "edited_parameters": out.log.get("trainable_parameters"),
-                "after": after,
-            }
-            rows.append(row)
+            same, other = (COLORS, SHAPES) if concept in COLORS else (SHAPES, COLORS)
+            job = ConceptJob(
+                concept=concept,
+                method=method,
+                watch=other,
+                eval_seeds=seeds,
+                eval_steps=args.steps,
+                out=runs / f"{method}-{concept}",
+            )
+            res = run(job).results
+            before = {n: r["accuracy"] for n, r in res["before"]["concepts"].items()}
+            after = {n: r["accuracy"] for n, r in res["after"]["concepts"].items()}
+            base |= before
+            rows.append(_row(method, concept, before, after, same, other, res))
             print(
                 json.dumps(
-                    {k: (round(v, 2) if isinstance(v, float) else v) for k, v in row.items() if k != "after"}
-                ),
-                flush=True,
+                    {
+                        k: round(v, 2) if isinstance(v, float) else v
+                        for k, v in rows[-1].items()
+                        if k != "after"
+                    }
+                )
             )
-    print(
-        "\n| method | erased | target before -> after | same group (mean; worst drop) | "
-        "other group (mean; worst drop) | edit time |"
-    )
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        print(
-            f"| {r['method']} | {r['concept']} | {r['target_before']:.2f} -> {r['target_after']:.2f} | "
-            f"{r['same_group_before']:.2f} -> {r['same_group_after']:.2f}; {r['same_group_worst_drop']:+.2f} | "
-            f"{r['other_group_before']:.2f} -> {r['other_group_after']:.2f}; {r['other_group_worst_drop']:+.2f} | "
-            f"{r['edit_seconds']:.0f} s |"
-        )
+    _table(rows)
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"seeds": seeds, "base": base, "rows": rows}, f, indent=2)
+
+
+def _row(method, concept, before, after, same, other, res) -> dict:
+    same = [n for n in same if n != concept]
+    return {
+        "method": method,
+        "concept": concept,
+        "target_before": before[concept],
+        "target_after": after[concept],
+        "same_group_before": sum(before[n] for n in same) / len(same),
+        "same_group_after": sum(after[n] for n in same) / len(same),
+        "same_group_worst_drop": max(before[n] - after[n] for n in same),
+        "other_group_before": sum(before[n] for n in other) / len(other),
+        "other_group_after": sum(after[n] for n in other) / len(other),
+        "other_group_worst_drop": max(before[n] - after[n] for n in other),
+        "edit_seconds": round(res["edit_seconds"], 1),
+        "edited_parameters": res["method_log"].get("trainable_parameters"),
+        "after": after,
+    }
+
+
+def _table(rows) -> None:
+    from erase.report.console import markdown_table
+
+    header = ["method", "erased", "target before -> after", "same group (mean; worst drop)"]
+    header += ["other group (mean; worst drop)", "edit time"]
+    print()
+    print(
+        markdown_table(
+            header,
+            [
+                [
+                    r["method"],
+                    r["concept"],
+                    f"{r['target_before']:.2f} -> {r['target_after']:.2f}",
+                    f"{r['same_group_before']:.2f} -> {r['same_group_after']:.2f}; {r['same_group_worst_drop']:+.2f}",
+                    f"{r['other_group_before']:.2f} -> {r['other_group_after']:.2f}; {r['other_group_worst_drop']:+.2f}",
+                    f"{r['edit_seconds']:.0f} s",
+                ]
+                for r in rows
+            ],
+        )
+    )
 
 
 if __name__ == "__main__":

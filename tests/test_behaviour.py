@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from erase.cli import main
+from erase.methods import names
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
@@ -28,23 +29,33 @@ CASES = {
     "concept-esd-x-s2": ["concept", "red", "--method", "esd-x", *S2, "--no-score"],
     "concept-esd-u-s2": ["concept", "red", "--method", "esd-u", *S2, "--no-score"],
     "concept-ca-s2": [
-        "concept",
-        "red",
-        "--method",
-        "ca",
+        *[
+            "concept",
+            "red",
+            "--method",
+            "ca",
+            "--no-score",
+            "--set",
+            "images_per_anchor=2",
+            "--set",
+            "sample_steps=5",
+        ],
         *S2,
-        "--no-score",
-        "--set",
-        "images_per_anchor=2",
-        "--set",
-        "sample_steps=5",
     ],
     # data-METHOD-s2: every untraining method, as recorded
-    **{run: [*FORGET, run[5:-3]] for run in {k.split("/")[0] for k in EXPECTED} if run.startswith("data-")},
+    **{
+        run: [*FORGET, run[5:-3]]
+        for run in sorted({k.split("/")[0] for k in EXPECTED})
+        if run.startswith("data-")
+    },
     "concept-esd-x-full": ["concept", "red", "--method", "esd-x", "--no-score"],
     "toy-demo": ["run", str(ROOT / "pipelines/toy-demo.yaml")],
 }
 FAST = ["concept-uce"]
+# CI's efficacy tier reruns one variant of each method file (the others share its code and were
+# checked when the hashes were recorded: every variant matched), the full ESD-x run and the demo.
+FIRST = set(names(one_per_file=True))
+EFFICACY = [n for n in CASES if n not in FAST and (not n.endswith("-s2") or n.split("-", 1)[1][:-3] in FIRST)]
 
 
 def _check(name: str, tmp_path: Path) -> None:
@@ -61,6 +72,6 @@ def test_same_tensors_as_before_the_job_layer(name, tmp_path):
 
 
 @pytest.mark.efficacy
-@pytest.mark.parametrize("name", [n for n in CASES if n not in FAST])
+@pytest.mark.parametrize("name", EFFICACY)
 def test_same_tensors_as_before_the_job_layer_every_method_and_the_demo(name, tmp_path):
     _check(name, tmp_path)

@@ -55,6 +55,10 @@ def test_01_erase_and_audit(tmp_path):
     before, after = (float(x) for x in re.findall(r"^red\s+color\s+24\s+([\d.]+)", text, re.M))
     assert before >= 0.8 and after <= 0.2, text
     assert float(re.search(r"red accuracy after UCE: ([\d.]+)", text)[1]) == pytest.approx(after, abs=0.005)
+    # The job does what the walk-through did, to the same number.
+    assert float(re.search(r"red accuracy after UCE, as a job: ([\d.]+)", text)[1]) == pytest.approx(
+        after, abs=0.005
+    )
     # The audit: red gone in the erased column, the other colours kept.
     erased, neighbour, _ = (
         float(x) for x in re.search(r"UCE: red -> blue\s+(\S+)\s+(\S+)\s+(\S+)", text).groups()

@@ -37,6 +37,11 @@ class ConceptJob(EditOptions):
         "concept); 'none' for the empty prompt; placeholders as in 'a blue {shape}'",
     )
     eta: float | None = option(None, "ESD negative-guidance strength")
+    watch: tuple[str, ...] = option(
+        (),
+        "more concepts to score before and after, e.g. another group's, to see what the edit costs them",
+        grammar="list",
+    )
     eval_seeds: tuple[int, ...] = option(
         (1000, 1001, 1002, 1003), "held-out seeds for before/after scores", grammar="seeds"
     )
@@ -72,6 +77,7 @@ def run(cfg: ConceptJob) -> JobResult:
         raise EraseError(
             f"concept {target.name!r} is both erased and in --preserve; remove it from --preserve"
         )
+    watched = [book.get(c) for c in cfg.watch if c not in {target.name, *(k.name for k in keep)}]
     anchor = None if cfg.anchor.strip().lower() == "none" else cfg.anchor
     inputs = concept_inputs(target, keep, anchor)
     method.config(cfg.overrides)  # validates names and values now, not after loading the model
@@ -91,7 +97,7 @@ def run(cfg: ConceptJob) -> JobResult:
     with run:
         # 2. Load; score the base model.
         pipe = cfg.load()
-        scored = [target, *keep]
+        scored = [target, *keep, *watched]
         score = _scorer(cfg, pipe, scored)
         before = score()
 
@@ -105,6 +111,7 @@ def run(cfg: ConceptJob) -> JobResult:
         results = {
             "method_log": outcome.public_log,
             "changed_tensors": len(outcome.params),
+            "edit_seconds": round(outcome.seconds, 2),
             "before": before,
             "after": after,
             "toy_settings": outcome.toy,
@@ -117,7 +124,7 @@ def run(cfg: ConceptJob) -> JobResult:
             )
             record = rec.finish(results, trainable=outcome.trainable, device=str(pipe.device))
             write_json(tmp / "record.json", record)
-        print(summary(target, keep, before, after, outcome, out))
+        print(summary(scored, target, keep, before, after, outcome, out))
     return JobResult(out, record)
 
 
@@ -135,12 +142,13 @@ def _scorer(cfg: ConceptJob, pipe, concepts):
     return score
 
 
-def summary(target, keep, before, after, outcome, out) -> str:
+def summary(scored, target, keep, before, after, outcome, out) -> str:
     from erase.report.console import before_after
 
     lines = [outcome.headline(f"erased {target.name!r}", "parameters edited")]
     if before is not None:
-        lines.append(before_after([target, *keep], target, before, after))
+        roles = {c.name: "erased" if c is target else "kept" if c in keep else "watched" for c in scored}
+        lines.append(before_after(scored, roles, before, after))
     lines += outcome.summary
     lines.append(f"delta and record: {out}")
     return "\n".join(lines)

@@ -155,6 +155,7 @@ def _untrain(cfg, run, rec, method, forget, retain, forget_ids, scored, oracle, 
         "scores": scores if scored else None,
         "note": nearest_note(rows),
         "method_log": outcome.public_log,
+        "edit_seconds": round(outcome.seconds, 2),
         "summary": outcome.summary,
         "forget_ids": forget_ids,
         "probed_samples": {k: len(p.enc) for k, p in probes.items()},  # a large set: a subset

@@ -55,14 +55,15 @@ def toy_quality(
 
 
 def markdown(q: dict) -> str:
-    shapes = list(SHAPES)
-    lines = ["| colour \\ shape | " + " | ".join(shapes) + " |", "|---" * (len(shapes) + 1) + "|"]
-    for c in COLORS:
-        cells = []
-        for s in shapes:
-            r = next(r for r in q["per_prompt"] if r["prompt"] == f"a {c} {s}")
-            cells.append(f"{r['color']:.2f} / {r['shape']:.2f}")
-        lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    from erase.report.console import markdown_table
+
+    by_prompt = {r["prompt"]: r for r in q["per_prompt"]}
+    rows = [
+        [c]
+        + [f"{by_prompt[f'a {c} {s}']['color']:.2f} / {by_prompt[f'a {c} {s}']['shape']:.2f}" for s in SHAPES]
+        for c in COLORS
+    ]
+    lines = [markdown_table(["colour \\ shape", *SHAPES], rows)]
     lines.append(
         f"\nColour {q['color']:.3f}, shape {q['shape']:.3f}, worst prompt {q['min_prompt']:.2f} "
         f"({q['settings']['images']} images; cells: colour / shape accuracy)."

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from erase.report.console import markdown_table
+
 # The report ------------------------------------------------------------------------------------
 ORACLES = {
     "unlearning": "the unlearning oracle: the model retrained without any sample of the concept "
@@ -52,7 +54,13 @@ def _scores_rows(edit: dict) -> list[list[str]]:
     rows = []
     for name, a in after["concepts"].items():
         b = before["concepts"][name]
-        role = "erased" if name == cfg.get("concept") else "kept"
+        role = (
+            "erased"
+            if name == cfg.get("concept")
+            else "kept"
+            if name in (cfg.get("preserve") or [])
+            else "watched"
+        )
         rows.append(
             [
                 name,
@@ -269,10 +277,7 @@ def render_markdown(report: dict, run: Path) -> str:
         for p in sec["paragraphs"]:
             out += [p, ""]
         for head, rows in sec["tables"]:
-            out.append("| " + " | ".join(cell(h) for h in head) + " |")
-            out.append("|" + "---|" * len(head))
-            out += ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows]
-            out.append("")
+            out += [markdown_table([cell(h) for h in head], [[cell(c) for c in r] for r in rows]), ""]
         if sec.get("pre"):
             out += ["```", sec["pre"], "```", ""]
         for path, caption in sec["images"]:
@@ -357,59 +362,45 @@ def write_study(out: Path, name: str, runs: list[tuple[str, Path]]) -> Path:
     edits = [r for r in rows if r.get("accuracy")]
     if edits:
         lines += ["## Erasures (before -> after, judge accuracy on held-out prompts)", ""]
-        lines += ["| run | method | kind | erased | target | others (mean) |", "|---|---|---|---|---|---|"]
+        table = []
         for r in edits:
             t, o = r["accuracy"]["target"], r["accuracy"].get("others_mean")
             others = f"{o[0]:.2f} -> {o[1]:.2f}" if o else "-"
-            lines.append(
-                f"| {r['run']} | {r['method']} | {r['kind']} | {r['what']} | {t[0]:.2f} -> {t[1]:.2f} | {others} |"
-            )
-        lines.append("")
+            table.append([r["run"], r["method"], r["kind"], r["what"], f"{t[0]:.2f} -> {t[1]:.2f}", others])
+        lines += [markdown_table(["run", "method", "kind", "erased", "target", "others (mean)"], table), ""]
     untrain = [r for r in rows if r.get("metrics")]
     if untrain:
         lines += ["## Untraining against its oracle", ""]
-        lines += [
-            "| run | method | forget set | model | forget loss | MIA AUC | distance to oracle | retain loss | accuracy |",
-            "|---|---|---|---|---|---|---|---|---|",
+        keys = ["forget_loss", "mia_auc", "distance_to_oracle", "retain_loss"]
+        table = [
+            [r["run"], r["method"], r["what"], model]
+            + [f"{m[k]:.4f}" if k in m else "-" for k in keys]
+            + [", ".join(f"{c} {v:.2f}" for c, v in r["scores"].get(model, {}).items()) or "-"]
+            for r in untrain
+            for model, m in r["metrics"].items()
         ]
-        for r in untrain:
-            for model, m in r["metrics"].items():
-                acc = ", ".join(f"{c} {v:.2f}" for c, v in r["scores"].get(model, {}).items())
-
-                def f(k, m=m):
-                    return f"{m[k]:.4f}" if k in m else "-"
-
-                lines.append(
-                    f"| {r['run']} | {r['method']} | {r['what']} | {model} | {f('forget_loss')} | {f('mia_auc')} | "
-                    f"{f('distance_to_oracle')} | {f('retain_loss')} | {acc or '-'} |"
-                )
-        lines.append("")
+        header = ["run", "method", "forget set", "model", "forget loss", "MIA AUC", "distance to oracle"]
+        lines += [markdown_table([*header, "retain loss", "accuracy"], table), ""]
     hamu = [r for r in rows if r.get("verdict")]
     if hamu:
-        lines += [
-            "## HAMU hardness",
-            "",
-            "| run | forget | retain | mean kappa | mean kappa_ref (retain vs retain) | verdict |",
-            "|---|---|---|---|---|---|",
+
+        def ref(r) -> str:
+            return f"{r['kappa_ref_mean']:.2f}" if r.get("kappa_ref_mean") is not None else "-"
+
+        table = [
+            [r["run"], r["what"], r.get("retain") or "-", f"{r['kappa_mean']:.2f}", ref(r), r["verdict"]]
+            for r in hamu
         ]
-        for r in hamu:
-            ref = f"{r['kappa_ref_mean']:.2f}" if r.get("kappa_ref_mean") is not None else "-"
-            lines.append(
-                f"| {r['run']} | {r['what']} | {r.get('retain') or '-'} | {r['kappa_mean']:.2f} | {ref} | {r['verdict']} |"
-            )
-        lines.append("")
+        header = ["run", "forget", "retain", "mean kappa", "mean kappa_ref (retain vs retain)", "verdict"]
+        lines += ["## HAMU hardness", "", markdown_table(header, table), ""]
     relearn = [r for r in rows if r.get("resurgence")]
     if relearn:
         lines += ["## Steps to resurgence (median over relearning seeds; '> N': not back within N)", ""]
         settings = list(dict.fromkeys(k for r in relearn for k in r["resurgence"]))
-        lines += ["| run | method | " + " | ".join(settings) + " |", "|---|---|" + "---|" * len(settings)]
-        for r in relearn:
-            lines.append(
-                f"| {r['run']} | {r.get('method')} | "
-                + " | ".join(r["resurgence"].get(k, "-") for k in settings)
-                + " |"
-            )
-        lines.append("")
+        table = [
+            [r["run"], r.get("method")] + [r["resurgence"].get(k, "-") for k in settings] for r in relearn
+        ]
+        lines += [markdown_table(["run", "method", *settings], table), ""]
     cases = [c for r in rows for c in r.get("seed003", [])]
     if cases:
         lines += ["## Seed 003: descent-ascent on a ridge-regularised exponential loss", ""]
