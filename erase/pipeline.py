@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shlex
 import shutil
 import time
 from dataclasses import dataclass
@@ -441,7 +442,7 @@ def _run_stages(pipeline: Pipeline, out: Path, steps: list[tuple[str, JobConfig 
             print(f"== {name}: done in an earlier run, skipped")
             continue
         shown = (
-            f"erase {' '.join(jobs.command_line(cfg))}"
+            "erase " + shlex.join(jobs.command_line(cfg))
             if cfg is not None and cfg.COMMAND != "seed003"
             else ABOUT.get(name, "")
         )

@@ -9,7 +9,9 @@ between runs of a comparison.
 Steps to resurgence is our reconstruction of seed 002's "relearning convergence delay" (the paper's
 exact definition is not available): the first evaluated step at which accuracy on the erased
 concept reaches ``tau`` times the original model's. A run that never gets there within its budget
-is censored and reported as "> budget", never as a number.
+is censored and reported as "> budget", never as a number. A run stopped by a non-finite loss
+before it got there is neither: it is "diverged", its own outcome, since a learning rate that blows
+up says nothing about whether the erasure holds.
 """
 
 from __future__ import annotations
@@ -191,7 +193,7 @@ class Evaluator:
         from erase.generate import generate
         from erase.score import classify_concept
 
-        point: dict = {"accuracy": {}, "ci95": {}, "n": {}}
+        point: dict = {"accuracy": {}, "ci95": {}, "hits": {}, "n": {}}
         for concept, seeds in self.plan:
             prompts = list(concept.heldout)
             images = generate(
@@ -208,6 +210,7 @@ class Evaluator:
             )
             point["accuracy"][concept.name] = res["accuracy"]
             point["ci95"][concept.name] = res["ci95"]
+            point["hits"][concept.name] = res["hits"]
             point["n"][concept.name] = res["n"]
         return point
 
@@ -313,8 +316,9 @@ def summarize(runs: Sequence[dict], concept: str, original: float) -> list[dict]
     rows = []
     for (opt, lr), rs in groups.items():
         tau, budget = rs[0]["config"]["tau"], rs[0]["config"]["steps"]
-        per_seed = [steps_to_resurgence(r["curve"], concept, original, tau) for r in rs]
-        finite = [s for s in per_seed if s is not None]
+        per_seed = [_outcome(r, concept, original, tau) for r in rs]
+        ran = [s for s in per_seed if s != "diverged"]  # runs that came back or held to the end
+        finite = [s for s in ran if s is not None]
         others = [k for k in rs[0]["curve"][-1]["accuracy"] if k != concept]
         rows.append(
             {
@@ -325,12 +329,10 @@ def summarize(runs: Sequence[dict], concept: str, original: float) -> list[dict]
                 "tau": tau,
                 "threshold": tau * original,
                 "steps_per_seed": per_seed,
-                "median": censored_median(per_seed),
-                "range": [min(finite), max(finite) if len(finite) == len(per_seed) else None]
-                if finite
-                else None,
-                "censored": sum(s is None for s in per_seed),
-                "diverged": sum(bool(r.get("diverged")) for r in rs),
+                "median": censored_median(ran) if ran else None,
+                "range": [min(finite), max(finite) if len(finite) == len(ran) else None] if finite else None,
+                "censored": sum(s is None for s in ran),
+                "diverged": per_seed.count("diverged"),
                 "peak": float(np.mean([max(p["accuracy"][concept] for p in r["curve"]) for r in rs])),
                 "final": float(np.mean([r["curve"][-1]["accuracy"][concept] for r in rs])),
                 "others_final": {
@@ -339,6 +341,21 @@ def summarize(runs: Sequence[dict], concept: str, original: float) -> list[dict]
             }
         )
     return rows
+
+
+def _outcome(run: dict, concept: str, original: float, tau: float) -> int | str | None:
+    """Steps to resurgence; None when the run held to the end of its budget; "diverged" when a
+    non-finite loss stopped it before the concept came back."""
+    steps = steps_to_resurgence(run["curve"], concept, original, tau)
+    return "diverged" if steps is None and run.get("diverged") else steps
+
+
+def row_resurgence(row: dict) -> str:
+    """A summary row's headline: the median steps, "> budget" when the runs held, or "diverged"
+    when every run blew up (never shown as "> budget")."""
+    if row.get("diverged") and row["diverged"] == len(row["seeds"]):
+        return "diverged"
+    return format_resurgence(row["median"], row["budget"])
 
 
 def format_range(row: dict) -> str:
@@ -363,14 +380,17 @@ def format_summary(rows: Sequence[dict], concept: str, original: float, erased: 
     for row in rows:
         others = ", ".join(f"{k} {v:.2f}" for k, v in row["others_final"].items())
         line = (
-            f"{row['optimizer']:<9} {row['lr']:>8.2g} {format_resurgence(row['median'], row['budget']):>20} "
+            f"{row['optimizer']:<9} {row['lr']:>8.2g} {row_resurgence(row):>20} "
             f"{format_range(row):>17} {row['peak']:>5.2f} {row['final']:>5.2f}  {others}"
         )
         if oracle:
             o = oracle.get((row["optimizer"], row["lr"]))
-            line += f"  {format_resurgence(o['median'] if o else None, row['budget']):>12}  {resurgence_ratio(row, o)}"
+            line += f"  {row_resurgence(o) if o else 'n/a':>12}  {resurgence_ratio(row, o)}"
         lines.append(line)
-    lines.append(f"median over {len(rows[0]['seeds'])} relearning seeds; '> N': not back within the budget")
+    lines.append(
+        f"median over {len(rows[0]['seeds'])} relearning seeds; '> N': not back within the budget; "
+        "'diverged': the loss blew up first (not evidence that the erasure held)"
+    )
     return "\n".join(lines)
 
 
@@ -379,6 +399,8 @@ def resurgence_ratio(row: dict, oracle_row: dict | None) -> str:
     concept (the unlearning oracle). Near 1: as deep as never having learned; far below: hidden."""
     if oracle_row is None:
         return "n/a"
+    if "diverged" in (row_resurgence(row), row_resurgence(oracle_row)):
+        return "n/a (diverged)"
     a, b = row["median"], oracle_row["median"]
     if a is None and b is None:
         return "both > budget"

@@ -17,6 +17,7 @@ from PIL import Image
 
 from erase.concepts import Concept, Group
 from erase.generate import generate
+from erase.stats import wilson
 from erase.tokens import check_pipeline_prompts, check_tokenized
 
 
@@ -75,15 +76,6 @@ def toy_preprocess():
     )
 
 
-def bootstrap_ci(hits: np.ndarray, *, n_boot: int = 2000, seed: int = 0, level: float = 0.95):
-    """Percentile bootstrap interval of a mean of 0/1 outcomes."""
-    hits = np.asarray(hits, dtype=float)
-    rng = np.random.default_rng(seed)
-    means = hits[rng.integers(len(hits), size=(n_boot, len(hits)))].mean(axis=1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return float(lo), float(hi)
-
-
 @torch.no_grad()
 def image_features(
     model, preprocess, device, images: Sequence[Image.Image], batch: int = 256
@@ -125,19 +117,21 @@ def classify_concept(
     images: Sequence[Image.Image],
     prompts: Sequence[str],
     classifiers: dict | None = None,
-    seed: int = 0,
 ) -> dict:
-    """Accuracy (with interval), prediction counts and CLIP score of images meant to show ``concept``."""
+    """Accuracy as a count (``hits`` of ``n``) with its Wilson 95% interval (``erase.stats``),
+    prediction counts and CLIP score of images meant to show ``concept``."""
     clf = _classifier(judge, concept, {} if classifiers is None else classifiers)
     feats = clf.image_features(images)
     probs = clf.probs(features=feats)
     pred = [clf.group.labels[i] for i in probs.argmax(-1).tolist()]
     hits = np.array([p == concept.label for p in pred], dtype=float)
-    lo, hi = bootstrap_ci(hits, seed=seed)
+    k = int(hits.sum())
+    lo, hi = wilson(k, len(images))
     return {
         "concept": concept.name,
         "group": concept.group.name,
         "n": len(images),
+        "hits": k,
         "accuracy": float(hits.mean()),
         "ci95": [lo, hi],
         "confidence": float(probs[:, clf.group.labels.index(concept.label)].mean()),
@@ -195,11 +189,12 @@ def score_concepts(
 
 
 def format_table(results: dict, title: str = "") -> str:
-    rows = [f"{'concept':<12} {'group':<8} {'n':>5} {'accuracy':>9}  {'95% CI':<13} {'CLIP score':>10}"]
+    rows = [f"{'concept':<12} {'group':<8} {'hits/n':>7} {'accuracy':>9}  {'95% CI':<13} {'CLIP score':>10}"]
     for r in results["concepts"].values():
         lo, hi = r["ci95"]
+        count = f"{r['hits']}/{r['n']}"
         rows.append(
-            f"{r['concept']:<12} {r['group']:<8} {r['n']:>5} {r['accuracy']:>9.3f}  "
+            f"{r['concept']:<12} {r['group']:<8} {count:>7} {r['accuracy']:>9.3f}  "
             f"[{lo:.2f}, {hi:.2f}]  {r['clip_score']:>10.1f}"
         )
     return (title + "\n" if title else "") + "\n".join(rows)

@@ -163,8 +163,8 @@ def test_attack_starts_every_run_from_the_same_weights_and_restores_them():
     )
     assert wild[0]["diverged"] and "lower the learning rate" in wild[0]["diverged"]
     assert wild[1]["losses"] == runs[0]["losses"]
-    row = summarize(wild[:1], "red", original=1e6)[0]  # never reached: censored
-    assert row["diverged"] == 1 and row["median"] is None
+    row = summarize(wild[:1], "red", original=1e6)[0]
+    assert row["diverged"] == 1 and row["median"] is None and row["censored"] == 0
     with pytest.raises(EraseError, match="same parameters"):
         attack(pipe, data, [RelearnConfig(params="all"), RelearnConfig(params="xattn")], evaluate)
 
@@ -270,3 +270,33 @@ def test_relearning_a_folder_without_a_delta_is_refused(tmp_path, capsys):
     assert code == 2 and "has no delta.safetensors" in err
     code, _, err = cli(["compare", tmp_path / "run"], capsys)
     assert code == 2 and "holds no relearn.json" in err
+
+
+def _run(steps_back, diverged, budget=100):
+    """A finished run's record: accuracy 1.0 from ``steps_back`` on (None: never), maybe diverged."""
+    curve = [
+        {"step": s, "accuracy": {"red": 1.0 if steps_back is not None and s >= steps_back else 0.0}}
+        for s in range(0, budget + 1, 10)
+    ]
+    if diverged:
+        curve = curve[:4]  # stopped at step 30
+    cfg = {"optimizer": "sgd", "lr": 1.0, "seed": 0, "tau": 0.8, "steps": budget}
+    return {"config": cfg, "curve": curve, "diverged": "loss became nan" if diverged else None}
+
+
+def test_a_diverged_run_is_never_reported_as_held():
+    from erase.relearn import format_summary, resurgence_ratio, row_resurgence
+
+    held = summarize([_run(None, False)], "red", 1.0)[0]
+    blew = summarize([_run(None, True), _run(None, True)], "red", 1.0)[0]
+    mixed = summarize([_run(None, True), _run(20, False), _run(40, False)], "red", 1.0)[0]
+    back_then_blew = summarize([_run(20, True)], "red", 1.0)[0]
+    assert row_resurgence(held) == "> 100" and held["censored"] == 1
+    assert (
+        row_resurgence(blew) == "diverged"
+        and blew["censored"] == 0
+        and "> 100" not in format_summary([blew], "red", 1.0, 0.0).splitlines()[2]
+    )
+    assert row_resurgence(mixed) == "30" and mixed["diverged"] == 1  # the median of the runs that ran
+    assert row_resurgence(back_then_blew) == "20"  # it came back before the loss blew up
+    assert resurgence_ratio(blew, held) == "n/a (diverged)"

@@ -38,12 +38,17 @@ def relearn_folder(spec: str) -> Path:
 
 
 def _best(rows: list[dict]) -> dict:
+    from erase.relearn import row_resurgence
+
     # The attacker's best learning rate: the fewest steps (censored runs rank last).
-    return min(rows, key=lambda row: (row["median"] is None, row["median"] or 0))
+    # Diverged rows rank last: a learning rate that blows up is no attack.
+    return min(
+        rows, key=lambda row: (row_resurgence(row) == "diverged", row["median"] is None, row["median"] or 0)
+    )
 
 
 def _cells(label: str, res: dict, optimizers: list[str], oracle: dict | None) -> dict:
-    from erase.relearn import format_range, format_resurgence, resurgence_ratio
+    from erase.relearn import format_range, resurgence_ratio, row_resurgence
 
     c = res["concept"]
     cells = {"method": label, "concept": c}
@@ -55,9 +60,7 @@ def _cells(label: str, res: dict, optimizers: list[str], oracle: dict | None) ->
             cells[opt] = cells[f"{opt} / oracle"] = "not run"
             continue
         best = _best(rows)
-        cells[opt] = (
-            f"{format_resurgence(best['median'], best['budget'])} ({format_range(best)}) @ lr {best['lr']:g}"
-        )
+        cells[opt] = f"{row_resurgence(best)} ({format_range(best)}) @ lr {best['lr']:g}"
         if oracle:
             match = [o for o in oracle["summary"] if o["optimizer"] == opt and o["lr"] == best["lr"]]
             cells[f"{opt} / oracle"] = resurgence_ratio(best, match[0] if match else None)

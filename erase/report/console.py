@@ -15,12 +15,12 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def before_after(concepts, roles: dict[str, str], before: dict, after: dict) -> str:
     """Accuracy of each concept before and after an edit, with the 95% interval after; ``roles``:
     what each concept was to the edit (erased, kept, watched)."""
-    lines = [f"{'concept':<12} {'role':<9} {'before':>7} {'after':>7}   95% CI after"]
+    lines = [f"{'concept':<12} {'role':<9} {'before':>7} {'after':>7}   after: hits/n and 95% CI"]
     for c in concepts:
         b, a = before["concepts"][c.name], after["concepts"][c.name]
         lines.append(
             f"{c.name:<12} {roles[c.name]:<9} {b['accuracy']:>7.2f} {a['accuracy']:>7.2f}   "
-            f"[{a['ci95'][0]:.2f}, {a['ci95'][1]:.2f}]"
+            f"{a['hits']}/{a['n']} [{a['ci95'][0]:.2f}, {a['ci95'][1]:.2f}]"
         )
     return "\n".join(lines)
 

@@ -65,8 +65,8 @@ def _scores_rows(edit: dict) -> list[list[str]]:
             [
                 name,
                 role,
-                f"{b['accuracy']:.2f} [{b['ci95'][0]:.2f}, {b['ci95'][1]:.2f}]",
-                f"{a['accuracy']:.2f} [{a['ci95'][0]:.2f}, {a['ci95'][1]:.2f}]",
+                f"{b['hits']}/{b['n']} = {b['accuracy']:.2f} [{b['ci95'][0]:.2f}, {b['ci95'][1]:.2f}]",
+                f"{a['hits']}/{a['n']} = {a['accuracy']:.2f} [{a['ci95'][0]:.2f}, {a['ci95'][1]:.2f}]",
                 str(a["n"]),
             ]
         )
@@ -92,7 +92,9 @@ def _untrain_scores(edit: dict) -> tuple[list[str], list[list[str]]]:
         cells = []
         for m in models:
             c = scores[m]["concepts"][n]
-            cells.append(f"{c['accuracy']:.2f} [{c['ci95'][0]:.2f}, {c['ci95'][1]:.2f}]")
+            cells.append(
+                f"{c['hits']}/{c['n']} = {c['accuracy']:.2f} [{c['ci95'][0]:.2f}, {c['ci95'][1]:.2f}]"
+            )
         rows.append([n, *cells])
     return ["concept", *models], rows
 
@@ -339,12 +341,10 @@ def _study_row(name: str, run: Path) -> dict:
                 row["kappa_ref_mean"] = float(np.mean(refs)) if refs else None
                 row["verdict"] = log.get("verdict")
     if info["relearn"]:
-        from erase.relearn import format_resurgence
+        from erase.relearn import row_resurgence
 
         rows = info["relearn"]["results"]["summary"]
-        row["resurgence"] = {
-            f"{r['optimizer']} lr={r['lr']:g}": format_resurgence(r["median"], r["budget"]) for r in rows
-        }
+        row["resurgence"] = {f"{r['optimizer']} lr={r['lr']:g}": row_resurgence(r) for r in rows}
     return row
 
 
