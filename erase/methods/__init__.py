@@ -43,7 +43,7 @@ class Method:
         return self.module.Config(**values)
 
     def smoke(self) -> dict:
-        """The variant's settings for the test matrix (``SMOKE`` of its module, then the variant)."""
+        """The test matrix's overrides: the module's ``SMOKE`` (``config`` adds the variant's fields)."""
         return dict(self.module.SMOKE)
 
 
