@@ -209,9 +209,10 @@ def audit(
             group = row.concept.group
             if group.name not in classifiers:
                 classifiers[group.name] = ZeroShotClassifier.build(
-                    judge.model, judge.tokenizer, group, judge.preprocess, judge.device
+                    judge.model, judge.tokenizer, group, judge.preprocess, judge.device, judge.neutral
                 )
-            probs = classifiers[group.name].probs(by_prompt[row.prompt])
+            clf = classifiers[group.name]
+            probs = clf.probs(by_prompt[row.prompt])
             images[(i, j)] = by_prompt[row.prompt]
             for s, pr in zip(seeds, probs):
                 k = int(pr.argmax())
@@ -223,10 +224,10 @@ def audit(
                         "concept": row.concept.name,
                         "model": col.label,
                         "seed": s,
-                        "predicted": group.labels[k],
+                        "predicted": clf.labels[k],
                         "confidence": round(float(pr[k]), 3),
                         "p_concept": round(float(pr[group.labels.index(row.concept.label)]), 3),
-                        "present": group.labels[k] == row.concept.label,
+                        "present": clf.labels[k] == row.concept.label,
                     }
                 )
     total = len(prompts) * len(seeds) * len(columns)
@@ -235,12 +236,20 @@ def audit(
 
 def presence_table(cells: Sequence[dict], columns: Sequence[Column]) -> dict[str, dict[str, float]]:
     """Share of images per (role, model) in which the judge sees the prompt's concept."""
-    out: dict[str, dict[str, float]] = {}
+    return {
+        role: {label: round(k / n, 3) for label, (k, n) in by_model.items()}
+        for role, by_model in presence_counts(cells, columns).items()
+    }
+
+
+def presence_counts(cells: Sequence[dict], columns: Sequence[Column]) -> dict[str, dict[str, list[int]]]:
+    """The same as counts: ``[k, n]`` images per (role, model), k of them showing the concept."""
+    out: dict[str, dict[str, list[int]]] = {}
     for role in ROLES:
         for col in columns:
             hits = [c["present"] for c in cells if c["role"] == role and c["model"] == col.label]
             if hits:
-                out.setdefault(role, {})[col.label] = round(sum(hits) / len(hits), 3)
+                out.setdefault(role, {})[col.label] = [int(sum(hits)), len(hits)]
     return out
 
 

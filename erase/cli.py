@@ -122,7 +122,7 @@ def config_from_args(args: argparse.Namespace):
     """The job config the parsed options describe (checked by the config itself)."""
     values = {k: v for k, v in vars(args).items() if k not in ("command", "subcommand", "job")}
     cls = args.job
-    if "optimizers" in values or "lrs" in values:
+    if "optimizers" in values or "lrs" in values or "lrs_from" in values:
         from erase.jobs.relearn import DEFAULT_LRS
         from erase.specs import parse_list, parse_lrs
 
@@ -133,7 +133,11 @@ def config_from_args(args: argparse.Namespace):
         for o in names:
             if o not in DEFAULT_LRS:
                 raise EraseError(f"unknown optimizer {o!r}; choose from {', '.join(DEFAULT_LRS)}")
-        values["optimizers"] = parse_lrs(values.pop("lrs", []), names, DEFAULT_LRS)
+        lrs = values.pop("lrs", [])
+        if values.get("lrs_from") and not lrs:
+            values["optimizers"] = {o: () for o in names}  # the rates come from the sweep
+        else:
+            values["optimizers"] = parse_lrs(lrs, names, DEFAULT_LRS)
     if distributed.launched() and "device" in {f.name for f in dataclasses.fields(cls)}:
         values.setdefault("device", None)
     return cls(**values)

@@ -263,6 +263,8 @@ class Judge:
     tokenizer: Any
     preprocess: Any
     device: torch.device
+    # A label for "none of the group" in every zero-shot classifier of this judge (``erase.score``).
+    neutral: str | None = None
 
 
 def load_toy_clip(folder: Path):
@@ -298,8 +300,9 @@ def check_judge_spec(spec: str) -> str:
     )
 
 
-def load_judge(spec: str = "toy", *, device: str | None = None) -> Judge:
-    """``toy``, ``NAME:PRETRAINED`` (open_clip), or a folder with open_clip_config.json."""
+def load_judge(spec: str = "toy", *, device: str | None = None, neutral: str | None = None) -> Judge:
+    """``toy``, ``NAME:PRETRAINED`` (open_clip), or a folder with open_clip_config.json; ``neutral``
+    adds a "none of these" label to its classifiers."""
     import open_clip
 
     dev, _ = pick_device(device, "fp32")
@@ -341,4 +344,4 @@ def load_judge(spec: str = "toy", *, device: str | None = None) -> Judge:
         raise EraseError(
             f"judge {spec!r} is not toy, NAME:PRETRAINED (e.g. ViT-L-14:openai) or an open_clip folder"
         )
-    return Judge(spec, model.eval().to(dev), tok, preprocess, dev)
+    return Judge(spec, model.eval().to(dev), tok, preprocess, dev, neutral)

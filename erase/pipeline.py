@@ -9,6 +9,8 @@ pipeline and the commands a user types go through the same code and write the sa
 - ``load``: the model every later stage uses;
 - ``erase``: ``erase concept`` into RUN/erase/ (delta.safetensors, record.json);
 - ``untrain``: ``erase untrain`` into RUN/untrain/;
+- ``use``: an edit made before (a run folder or delta, e.g. the toy world's oracle
+  ``erase/toy/oracles/color=red``), for the stages below to attack or audit;
 - ``score``: the before/after scores of the edit (its record.json); without an edit, RUN/score/;
 - ``relearn``: ``erase relearn`` into RUN/relearn/, saving the relearned weights when audited;
 - ``audit``: ``erase audit`` into RUN/audit/;
@@ -19,6 +21,10 @@ The fields a stage may set are its job's, less those the pipeline fills in (the 
 ``load``, the concept file and judge from the header, the folders, the erased concept).
 Stages write their outputs whole, and ``RUN/pipeline.json`` records which stages are done;
 ``erase run FILE --resume`` skips those after a crash.
+
+In a study, a relearn stage may point at an earlier run of the same study: ``lrs_from: run:NAME``
+(the learning rates that run's sweep chose) and ``oracle: run:NAME`` (its relearning, as the
+calibration), read from STUDY/NAME/relearn/ when the stage runs.
 """
 
 from __future__ import annotations
@@ -39,11 +45,13 @@ from erase.errors import EraseError
 from erase.jobs.base import FieldError, JobConfig, ModelOptions, option, positive, required_fields
 
 MODEL = ("model", "device", "dtype", "allow_pickle")
+EDITS = ("erase", "untrain", "use")  # the stages that give the later ones an edit
 RUNNING = ("out", "overwrite", "resume", "checkpoint_every")  # the pipeline runs the stages
 ABOUT = {
     "load": "the model the stages below load",
     "score": "the edit's before/after scores (in its record)",
     "seed003": "seed 003's logistic-regression case",
+    "use": "an edit made before",
 }
 
 
@@ -81,6 +89,29 @@ class Head(JobConfig):
 
 
 @dataclass(frozen=True, kw_only=True)
+class UseStage(JobConfig):
+    """An edit made before: the stages below attack or audit it."""
+
+    run: str = option(help="a run folder or delta file, e.g. erase/toy/oracles/color=red")
+
+    def check(self) -> None:
+        self.meta()  # a missing or foreign file fails here, naming the stage
+
+    def meta(self) -> dict:
+        from erase.delta import delta_path, read_meta
+
+        try:
+            return read_meta(delta_path(self.run))
+        except EraseError as e:
+            raise FieldError("run", str(e)) from None
+
+    @property
+    def concept(self) -> str | None:
+        concepts = self.meta().get("concepts", {})
+        return concepts.get("erase") or concepts.get("shows")
+
+
+@dataclass(frozen=True, kw_only=True)
 class ScoreStage(JobConfig):
     """Held-out scores: of the edit, before and after; alone, of the named concepts."""
 
@@ -100,6 +131,7 @@ STAGES: dict[str, tuple[type[JobConfig], tuple[str, ...]]] = {
         (*MODEL, *RUNNING, "concepts", "judge", "eval_seeds", "eval_steps", "no_score"),
     ),
     "untrain": (jobs.UntrainJob, (*MODEL, *RUNNING, "concepts", "judge", "eval_seeds", "score")),
+    "use": (UseStage, ()),
     "score": (ScoreStage, ()),
     "relearn": (jobs.RelearnJob, (*MODEL, *RUNNING, "concepts", "judge", "run", "concept", "save_weights")),
     "audit": (
@@ -215,14 +247,18 @@ def _check_order(p: Pipeline) -> None:
             raise EraseError(f"{path}: stage {name!r} appears {names.count(name)} times; name it once")
     if "load" in names and names.index("load") != 0:
         raise EraseError(f"{path}: stages[{names.index('load')}].load must be the first stage")
-    if "erase" in names and "untrain" in names:
-        raise EraseError(f"{path}: a pipeline has an erase or an untrain stage, not both; split it in two")
-    edit = next((n for n in names if n in ("erase", "untrain")), None)
+    if sum(n in names for n in EDITS) > 1:
+        raise EraseError(f"{path}: a pipeline has one erase, untrain or use stage; split it in two")
+    edit = next((n for n in names if n in EDITS), None)
     for need in ("relearn", "audit"):
         if need in names and (edit is None or names.index(edit) > names.index(need)):
             raise EraseError(
-                f"{path}: stages[{names.index(need)}].{need} needs an erase or untrain stage before it"
+                f"{path}: stages[{names.index(need)}].{need} needs an erase, untrain or use stage before it"
             )
+    if edit == "use" and "score" in names:
+        raise EraseError(
+            f"{path}: stages[{names.index('score')}].score: a used edit was scored when it was made"
+        )
     if "report" in names and names.index("report") != len(names) - 1:
         raise EraseError(f"{path}: stages[{names.index('report')}].report must be the last stage")
     untrain = p.get("untrain")
@@ -245,14 +281,17 @@ def plan(p: Pipeline, out: Path) -> list[tuple[str, JobConfig | None]]:
     def where(name: str) -> str:
         return f"{p.path}: stages[{p.names.index(name)}].{name}"
 
-    def stage(name: str, given: dict | None = None) -> JobConfig:
+    def stage(name: str, given: dict | None = None, resolved: dict | None = None) -> JobConfig:
         cls, forbidden = STAGES[name]
-        return build(cls, p.get(name), where(name), forbidden=forbidden, given=given)
+        data = p.get(name)
+        if resolved and isinstance(data, dict):
+            data = data | resolved
+        return build(cls, data, where(name), forbidden=forbidden, given=given)
 
     load = stage("load") if "load" in p.names else ModelOptions()
     score = stage("score") if "score" in p.names else None
     common = {k: getattr(load, k) for k in MODEL} | {"concepts": p.head.concepts, "judge": p.head.judge}
-    edit_name = next((n for n in p.names if n in ("erase", "untrain")), None)
+    edit_name = next((n for n in p.names if n in EDITS), None)
     steps: list[tuple[str, JobConfig | None]] = []
     for name in p.names:
         given = common | {"out": out / name}
@@ -267,14 +306,23 @@ def plan(p: Pipeline, out: Path) -> list[tuple[str, JobConfig | None]]:
             concept = p.get(name).get("concept")
             seen = {"score": (concept,), "eval_seeds": score.seeds} if score is not None and concept else {}
             steps.append((name, stage(name, given | seen)))
+        elif name == "use":
+            steps.append((name, stage(name)))
         elif name in ("relearn", "audit"):
             edit = steps[[n for n, _ in steps].index(edit_name)][1]
-            given |= {"run": str(out / edit_name), "concept": edit.concept}
+            made = edit.run if edit_name == "use" else str(out / edit_name)
+            given |= {"run": made, "concept": edit.concept}
+            resolved = {}
             if name == "relearn":
                 given["save_weights"] = "audit" in p.names
+                fields_ = p.get(name) if isinstance(p.get(name), dict) else {}
+                for key in ("lrs_from", "oracle"):  # run:NAME, an earlier run of this study
+                    value = fields_.get(key)
+                    if isinstance(value, str) and value.startswith("run:"):
+                        resolved[key] = str((out.parent / value[4:] / "relearn").absolute())
             else:
                 given |= {"relearned": out / "relearn"} if "relearn" in p.names else {"no_relearned": True}
-            steps.append((name, stage(name, given)))
+            steps.append((name, stage(name, given, resolved)))
         elif name == "score" and edit_name is None:
             first, *rest = score.concepts
             cfg = jobs.ScoreJob(
@@ -441,6 +489,8 @@ def _run_stages(pipeline: Pipeline, out: Path, steps: list[tuple[str, JobConfig 
         if entry["status"] == "done":
             print(f"== {name}: done in an earlier run, skipped")
             continue
+        if isinstance(cfg, UseStage):
+            cfg = None  # an edit made before: nothing to run
         shown = (
             "erase " + shlex.join(jobs.command_line(cfg))
             if cfg is not None and cfg.COMMAND != "seed003"

@@ -30,10 +30,17 @@ class ZeroShotClassifier:
     weights: torch.Tensor  # (embed_dim, n_labels), columns L2-normalised
     preprocess: object
     device: torch.device
+    neutral: str | None = None  # a last column for "none of the group", its text used as given
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(self.group.labels) + ((self.neutral,) if self.neutral else ())
 
     @classmethod
     @torch.no_grad()
-    def build(cls, model, tokenizer, group: Group, preprocess, device="cpu") -> ZeroShotClassifier:
+    def build(
+        cls, model, tokenizer, group: Group, preprocess, device="cpu", neutral: str | None = None
+    ) -> ZeroShotClassifier:
         if preprocess is None:
             preprocess = toy_preprocess()
         check_tokenized(
@@ -47,7 +54,13 @@ class ZeroShotClassifier:
             num_classes_per_batch=None,
             device=device,
         )
-        return cls(model, group, weights, preprocess, torch.device(device))
+        if neutral:
+            # Not through the group's templates ("a nothing shape" would name a shape): the label
+            # is a whole phrase of its own, such as "nothing" or "an image".
+            check_tokenized(tokenizer, [neutral], reader="judge")
+            text = F.normalize(model.encode_text(tokenizer([neutral]).to(device)).float(), dim=-1)
+            weights = torch.cat([weights, text.T.to(weights.dtype)], dim=1)
+        return cls(model, group, weights, preprocess, torch.device(device), neutral)
 
     def image_features(self, images: Sequence[Image.Image]) -> torch.Tensor:
         return image_features(self.model, self.preprocess, self.device, images)
@@ -57,7 +70,7 @@ class ZeroShotClassifier:
         return (100.0 * f @ self.weights.float()).softmax(dim=-1).cpu()
 
     def predict(self, images: Sequence[Image.Image]) -> list[str]:
-        return [self.group.labels[i] for i in self.probs(images).argmax(-1).tolist()]
+        return [self.labels[i] for i in self.probs(images).argmax(-1).tolist()]
 
 
 def toy_preprocess():
@@ -103,12 +116,13 @@ def clip_score(judge, images: Sequence[Image.Image], prompts: Sequence[str], fea
 
 def _classifier(judge, concept: Concept, cache: dict) -> ZeroShotClassifier:
     """The zero-shot classifier of ``concept``'s group, built once per group into ``cache``."""
-    g = concept.group.name
-    if g not in cache:
-        cache[g] = ZeroShotClassifier.build(
-            judge.model, judge.tokenizer, concept.group, judge.preprocess, judge.device
+    neutral = getattr(judge, "neutral", None)
+    key = (concept.group.name, neutral)
+    if key not in cache:
+        cache[key] = ZeroShotClassifier.build(
+            judge.model, judge.tokenizer, concept.group, judge.preprocess, judge.device, neutral
         )
-    return cache[g]
+    return cache[key]
 
 
 def classify_concept(
@@ -123,7 +137,7 @@ def classify_concept(
     clf = _classifier(judge, concept, {} if classifiers is None else classifiers)
     feats = clf.image_features(images)
     probs = clf.probs(features=feats)
-    pred = [clf.group.labels[i] for i in probs.argmax(-1).tolist()]
+    pred = [clf.labels[i] for i in probs.argmax(-1).tolist()]
     hits = np.array([p == concept.label for p in pred], dtype=float)
     k = int(hits.sum())
     lo, hi = wilson(k, len(images))
@@ -135,7 +149,8 @@ def classify_concept(
         "accuracy": float(hits.mean()),
         "ci95": [lo, hi],
         "confidence": float(probs[:, clf.group.labels.index(concept.label)].mean()),
-        "predicted": dict(Counter(pred)),
+        "predicted": dict(Counter(pred)),  # with the neutral label, if any: "none of these"
+        "neutral": clf.neutral,
         "clip_score": clip_score(judge, images, prompts, features=feats),
     }
 
@@ -185,6 +200,7 @@ def score_concepts(
             res["images"] = images
         results[concept.name] = res
     settings = {"seeds": list(seeds), "steps": steps, "guidance": guidance, "judge": judge.spec}
+    settings["neutral"] = getattr(judge, "neutral", None)
     return {"concepts": results, "settings": settings}
 
 

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from erase.checkpoint import Checkpointer, LoopState, loop_tag
 from erase.errors import EraseError
 
-OPTIMIZERS = ("sgd", "sgdm", "adam", "adamw")
+OPTIMIZERS = ("sgd", "sgdm", "adam", "adamw", "lion", "signsgd")
 
 
 class NonFiniteLoss(EraseError):
@@ -80,7 +80,46 @@ def make_optimizer(
         return torch.optim.SGD(params, lr=lr, foreach=foreach)
     if name == "sgdm":
         return torch.optim.SGD(params, lr=lr, momentum=0.9, foreach=foreach)
-    raise EraseError(f"unknown optimizer {name!r}; choose adam, adamw, sgd or sgdm")
+    if name == "lion":
+        return Lion(params, lr=lr)
+    if name == "signsgd":
+        return Lion(params, lr=lr, betas=(0.0, 0.0))  # the step is the gradient's sign
+    raise EraseError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+
+
+class Lion(torch.optim.Optimizer):
+    """Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms"), which torch lacks:
+    each coordinate moves by exactly ``lr`` in the sign of an interpolation of the gradient and a
+    momentum, so the step size does not scale with the gradient. With ``betas=(0, 0)`` it is signSGD.
+
+    ``c = sign(b1 m + (1 - b1) g)``; ``w -= lr (c + wd w)``; then ``m = b2 m + (1 - b2) g``.
+    Written from the paper's Algorithm 2; each tensor is updated from its own gradient and state,
+    so it steps inside the backward pass like the others (``StepInBackward``).
+    """
+
+    def __init__(
+        self, params, lr: float, betas: tuple[float, float] = (0.9, 0.99), weight_decay: float = 0.0
+    ):
+        if not lr > 0:
+            raise EraseError(f"learning rate must be positive, got {lr}")
+        super().__init__(params, {"lr": lr, "betas": betas, "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if group["weight_decay"]:
+                    p.mul_(1 - group["lr"] * group["weight_decay"])
+                if b1 == 0 and b2 == 0:  # signSGD: no momentum to keep (nor to checkpoint)
+                    p.add_(torch.sign(p.grad), alpha=-group["lr"])
+                    continue
+                m = self.state[p].setdefault("exp_avg", torch.zeros_like(p))
+                p.add_(torch.sign(m * b1 + p.grad * (1 - b1)), alpha=-group["lr"])
+                m.mul_(b2).add_(p.grad, alpha=1 - b2)
+        return None
 
 
 @dataclass(frozen=True)
@@ -114,7 +153,8 @@ class FitHooks:
     """What a caller plugs into the loop (all optional).
 
     ``grad_hook()`` runs between backward and step (SalUn's saliency mask); ``after_step(step)``
-    after each step (the relearning attack evaluates there); ``guard(step)`` after the loss and
+    after each step (the relearning attack evaluates there; a true return ends the loop after that
+    step, as a finished loop: the attack stops at resurgence when asked); ``guard(step)`` after the loss and
     before the step, a message from it stops the loop with ``Diverged`` (``DivergenceGuard``);
     ``step_fn(step)`` replaces the optimizer's step for methods whose update is not a gradient step
     (HAMU, IEU's noise): it reads ``p.grad``. ``checkpoint`` saves and restores the loop's state;
@@ -123,7 +163,7 @@ class FitHooks:
     """
 
     grad_hook: Callable[[], None] | None = None
-    after_step: Callable[[int], None] | None = None
+    after_step: Callable[[int], bool | None] | None = None
     guard: Callable[[int], str | None] | None = None
     step_fn: Callable[[int], None] | None = None
     generators: Sequence[torch.Generator] = ()
@@ -271,8 +311,9 @@ def _loop(state: LoopState, loss_fn, s: FitSettings, hooks: FitHooks, stepper: S
             opt.step()
         losses.append(loss.item())
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
-        if hooks.after_step is not None:
-            hooks.after_step(step)
+        stop = hooks.after_step(step) if hooks.after_step is not None else False
         state.step = step + 1
+        if stop:
+            break  # the checkpointer saves the loop as finished, here
         if hooks.checkpoint is not None:
             hooks.checkpoint.step_done(state)

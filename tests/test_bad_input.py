@@ -305,8 +305,8 @@ CASES: list[tuple[str, list[str], tuple[str, ...], Callable | None]] = [
     # relearn
     (
         "relearn-unknown-optimizer",
-        ["relearn", "{tmp}/ok.safetensors", "--optimizers", "sgd,lion", *OUT],
-        ("lion", "choose from"),
+        ["relearn", "{tmp}/ok.safetensors", "--optimizers", "sgd,rmsprop", *OUT],
+        ("rmsprop", "choose from"),
         good_delta,
     ),
     (

@@ -22,13 +22,13 @@ def test_keys_name_the_exclusion():
 
 def test_a_built_oracle_is_cached_and_loads_as_a_delta_on_the_toy(tmp_path, monkeypatch):
     monkeypatch.setenv("ERASE_CACHE", str(tmp_path / "cache"))
-    assert find_oracle(["shape=cross"]) is None
-    out = build_oracle(["shape=cross"], world_size=96, unet_steps=2, unet_batch=4)
-    assert out == tmp_path / "cache" / "oracles" / "shape=cross" and find_oracle(["shape=cross"]) == out
+    assert find_oracle(["shape=triangle"]) is None  # not shipped (red and cross are)
+    out = build_oracle(["shape=triangle"], world_size=96, unet_steps=2, unet_batch=4)
+    assert out == tmp_path / "cache" / "oracles" / "shape=triangle" and find_oracle(["shape=triangle"]) == out
     meta = read_meta(out / "delta.safetensors")
     assert (
         meta["kind"] == "unlearning"
-        and meta["concepts"] == {"erase": "cross"}
+        and meta["concepts"] == {"erase": "triangle"}
         and meta["train_samples"] == 72
     )
     base = load_pipeline("toy", device="cpu")

@@ -54,14 +54,19 @@ def test_shipped_pipelines_cover_the_toy_world_and_real_models():
 BAD = [
     ("name: x\nstages: [erase: {concept: red}\n", "not valid YAML"),
     ("name: x\nstages:\n  - erase: {concept: red}\n  - polish: {}\n", "unknown stage 'polish'"),
-    ("name: x\nstages:\n  - relearn: {steps: 5}\n", "needs an erase or untrain stage before it"),
+    ("name: x\nstages:\n  - relearn: {steps: 5}\n", "needs an erase, untrain or use stage before it"),
+    ("name: x\nstages:\n  - use: {run: no/such/run}\n  - relearn: {}\n", "stages[0].use.run: delta no/such/run does not exist"),
+    (
+        "name: x\nstages:\n  - use: {run: erase/toy/oracles/color=red}\n  - score: {}\n",
+        "a used edit was scored when it was made",
+    ),
     ("name: x\nstages:\n  - erase: {concept: red, steps: ten}\n", "stages[0].erase.steps"),
     ("name: x\nconcepts: prompts/nope.yaml\nstages:\n  - erase: {concept: red}\n", "concepts:"),
     ("name: x\nstages:\n  - erase: {concept: red, method: esd-z}\n", "stages[0].erase.method"),
     ("name: x\nstages:\n  - erase: {concept: red, method: ga}\n", "(untraining) method"),
     ("name: x\nstages:\n  - erase: {concept: red, colour: 3}\n", "is not a field here"),
     ("name: x\nstages:\n  - erase: {concept: purple}\n", "'purple' is not in"),
-    ("name: x\nstages:\n  - erase: {concept: red}\n  - relearn: {optimizers: {lion: [1]}}\n", "optimizers"),
+    ("name: x\nstages:\n  - erase: {concept: red}\n  - relearn: {optimizers: {rmsprop: [1]}}\n", "optimizers"),
     ("stages:\n  - erase: {concept: red}\n", "name: is required"),
     ("- just a list\n", "a YAML mapping"),
     (
@@ -81,6 +86,22 @@ def test_bad_pipeline_is_one_line_naming_file_and_field(text, message, tmp_path,
     assert err.count("\n") == 0 and err.startswith("erase: error:"), err
     assert str(f) in err and message in err, err
     assert not out.exists()
+
+
+def test_a_study_run_refers_to_an_earlier_run_by_name(tmp_path):
+    """``lrs_from: run:NAME`` and ``oracle: run:NAME`` are that run's relearning folder in the study."""
+    from erase.pipeline import load_pipeline_file, plan
+
+    f = tmp_path / "p.yaml"
+    f.write_text(
+        "name: x\nstages:\n  - use: {run: erase/toy/oracles/color=red}\n"
+        "  - relearn: {optimizers: {sgd: []}, lrs_from: 'run:sweep', oracle: 'run:calib', seeds: [0]}\n"
+    )
+    steps = dict(plan(load_pipeline_file(f), tmp_path / "study" / "x"))
+    job = steps["relearn"]
+    assert job.lrs_from == str(tmp_path / "study" / "sweep" / "relearn")
+    assert job.oracle == str(tmp_path / "study" / "calib" / "relearn")
+    assert job.run == "erase/toy/oracles/color=red" and job.concept == "red"
 
 
 def test_missing_pipeline_file(tmp_path, capsys):

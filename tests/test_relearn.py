@@ -27,7 +27,7 @@ from tests import tiny
 # The relearning loop's per-run config has no defaults of its own (the job holds them); these are the
 # tests' values.
 TEST_RUN = {"optimizer": "adam", "lr": 1e-4, "steps": 100, "batch_size": 4, "eval_every": 10}
-TEST_RUN |= {"params": "all", "seed": 0, "tau": 0.8, "snr_gamma": None}
+TEST_RUN |= {"params": "all", "seed": 0, "tau": 0.8, "snr_gamma": None, "stop_at_resurgence": False}
 
 
 def RelearnConfig(**changes):
@@ -45,7 +45,7 @@ def run(cfg, pipe=None):
     data = encode_examples(pipe, examples())
     calls = []
 
-    def evaluate():
+    def evaluate(final=True):
         calls.append(1)
         return {"red": 0.0}
 
@@ -141,7 +141,7 @@ def test_attack_starts_every_run_from_the_same_weights_and_restores_them():
     data = encode_examples(pipe, examples())
     calls = []
 
-    def evaluate():
+    def evaluate(final=True):
         calls.append(1)
         return {"accuracy": {"red": float(len(calls))}}
 
@@ -172,7 +172,7 @@ def test_attack_starts_every_run_from_the_same_weights_and_restores_them():
 @pytest.mark.parametrize(
     "bad,match",
     [
-        ({"optimizer": "lion"}, "unknown optimizer 'lion'"),
+        ({"optimizer": "rmsprop"}, "unknown optimizer 'rmsprop'"),
         ({"lr": 0.0}, "learning rate must be positive"),
         ({"steps": 0}, "steps must be positive"),
         ({"params": "everything"}, "params must be one of"),
@@ -243,7 +243,7 @@ def test_relearn_and_compare_write_curves_plot_and_table(uce_run, tmp_path, caps
 
 
 RELEARN_BAD = [
-    (["--optimizers", "lion"], "unknown optimizer 'lion'"),
+    (["--optimizers", "rmsprop"], "unknown optimizer 'rmsprop'"),
     (["--lrs", "0"], "learning rate must be positive"),
     (["--lrs", "adam=fast"], "must be numbers"),
     (["--optimizers", "sgd", "--lrs", "adam=1e-4"], "not in --optimizers"),
@@ -300,3 +300,104 @@ def test_a_diverged_run_is_never_reported_as_held():
     assert row_resurgence(mixed) == "30" and mixed["diverged"] == 1  # the median of the runs that ran
     assert row_resurgence(back_then_blew) == "20"  # it came back before the loss blew up
     assert resurgence_ratio(blew, held) == "n/a (diverged)"
+
+
+def test_the_verdict_is_judged_against_the_oracle():
+    from erase.relearn import verdict
+
+    def row(*runs):
+        return summarize(list(runs), "red", 1.0)[0]
+
+    held, back20, back40 = row(_run(None, False)), row(_run(20, False)), row(_run(40, False))
+    blew = row(_run(None, True))
+    assert verdict(held, back20)["outcome"] == "held"  # the oracle came back under the same attack
+    assert verdict(held, held)["outcome"] == "too weak to judge"  # neither came back: no evidence
+    assert verdict(held, blew)["outcome"] == "too weak to judge"  # the calibration itself blew up
+    assert verdict(held, None)["outcome"] == "uncalibrated"
+    assert verdict(blew, back20)["outcome"] == "diverged"
+    came = verdict(back40, back20)
+    assert came["outcome"] == "came back" and "2.00x the oracle's 20" in came["text"]
+    assert verdict(back20, held)["outcome"] == "came back"  # back even where the oracle was not
+
+
+def test_the_learning_rate_rule_picks_the_fastest_that_did_not_diverge():
+    from erase.relearn import choose_lr
+
+    def row(lr, *runs):
+        for r in runs:
+            r["config"]["lr"] = lr
+        return summarize(list(runs), "red", 1.0)[0]
+
+    slow, fast, wild = (
+        row(0.01, _run(None, False), _run(60, False)),
+        row(0.1, _run(20, False)),
+        row(1.0, _run(None, True)),
+    )
+    assert choose_lr([slow, fast, wild])["lr"] == 0.1 and choose_lr([slow, fast, wild])["came_back"]
+    tie = row(0.03, _run(20, False))
+    assert choose_lr([tie, fast])["lr"] == 0.03  # a tie goes to the smaller rate
+    none = choose_lr([row(0.01, _run(None, False)), wild])
+    assert none["lr"] == 0.01 and not none["came_back"]  # never the diverged one; flagged
+
+
+@pytest.mark.parametrize("name", ["lion", "signsgd"])
+def test_sign_based_optimizers_move_every_coordinate_by_the_rate(name):
+    from erase.train import make_optimizer
+
+    w = torch.nn.Parameter(torch.zeros(3))
+    opt = make_optimizer([w], name, 0.01)
+    w.grad = torch.tensor([5.0, -1e-4, 0.3])
+    opt.step()
+    assert torch.allclose(w.detach(), torch.tensor([-0.01, 0.01, -0.01]))
+    # A second, opposite gradient: signSGD follows it; Lion's momentum (0.99 of the first, 0.1 of
+    # this one in the step) still points the first way where the new gradient is small.
+    w.grad = torch.tensor([-5.0, 1e-4, -0.001])
+    opt.step()
+    want = [0.0, 0.0, 0.0] if name == "signsgd" else [0.0, 0.0, -0.02]
+    assert torch.allclose(w.detach(), torch.tensor(want)), w
+
+
+def test_a_run_can_stop_at_resurgence():
+    pipe = tiny.sd1()
+    data = encode_examples(pipe, examples())
+    cfg = RelearnConfig(steps=20, eval_every=5, stop_at_resurgence=True)
+    marks, finals = iter([0.0, 0.3, 0.9]), []
+
+    class Evaluate:  # scores the other concepts only at the end, like Evaluator(others_at="end")
+        def __call__(self, final=True):
+            finals.append(final)
+            return {"accuracy": {"red": next(marks)}}
+
+        def others(self):
+            return {"accuracy": {"blue": 0.5}}
+
+    out = relearn(pipe, data, cfg, Evaluate(), progress=False, bar=("red", 0.8))
+    assert [p["step"] for p in out["curve"]] == [0, 5, 10] and len(out["losses"]) == 10
+    assert finals == [True, False, False]
+    # The point it stopped at is its last: the other concepts are added to it, the target kept.
+    assert out["curve"][-1]["accuracy"] == {"red": 0.9, "blue": 0.5}
+    marks = iter([0.0, 0.3, 0.9, 1.0, 1.0])
+    full = relearn(
+        pipe,
+        data,
+        RelearnConfig(steps=20, eval_every=5),
+        lambda final=True: {"red": next(marks)},
+        progress=False,
+    )
+    assert len(full["losses"]) == 20  # without the flag the budget is spent
+
+
+def test_rates_from_a_sweep_come_with_disjoint_seeds(tmp_path):
+    from erase.jobs import RelearnJob
+    from erase.jobs.base import FieldError
+
+    chosen = [{"optimizer": "sgd", "lr": 0.1, "seeds": [100, 101]}]
+    (tmp_path / "relearn.json").write_text(json.dumps({"results": {"chosen": chosen}}))
+    job = RelearnJob(run="x", optimizers={"sgd": ()}, lrs_from=str(tmp_path), seeds=(0, 1, 2))
+    assert job.chosen_lrs() == {"sgd": (0.1,)} and [c.lr for c in job.configs()] == [0.1] * 3
+    with pytest.raises(FieldError, match="chose the learning rates"):
+        RelearnJob(run="x", optimizers={"sgd": ()}, lrs_from=str(tmp_path), seeds=(100,)).configs()
+    with pytest.raises(FieldError, match="swept no adam"):
+        RelearnJob(run="x", optimizers={"adam": ()}, lrs_from=str(tmp_path)).configs()
+    with pytest.raises(FieldError, match="learning rate must be positive"):
+        RelearnJob(run="x", optimizers={"sgd": ()})  # no rates and no sweep to take them from

@@ -67,3 +67,21 @@ def test_prompt_files(tmp_path):
         read_prompt_list(f)
     with pytest.raises(EraseError, match="cannot read"):
         read_prompt_list(tmp_path / "missing.txt")
+
+
+def test_a_neutral_label_takes_what_shows_no_colour_and_leaves_a_red_red(toy_judge, toy_book):
+    """Without it a noise image is forced into some colour (8 of 8 'green' on this judge); with
+    'an image' as the neutral label the noise goes there, and clear reds stay red."""
+    from dataclasses import replace
+
+    from PIL import Image
+
+    rng = np.random.default_rng(5)
+    reds = [render_spec("red", "circle", "plain", rng) for _ in range(16)]
+    noise = [Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)) for _ in range(8)]
+    red, neutral = toy_book.get("red"), replace(toy_judge, neutral="an image")
+    forced = classify_concept(toy_judge, red, noise, ["a red circle"] * 8)
+    assert "an image" not in forced["predicted"] and sum(forced["predicted"].values()) == 8
+    kept = classify_concept(neutral, red, noise, ["a red circle"] * 8)
+    assert kept["predicted"].get("an image", 0) >= 6 and kept["neutral"] == "an image"
+    assert classify_concept(neutral, red, reds, ["a red circle"] * 16)["accuracy"] == 1.0

@@ -44,3 +44,12 @@ def test_the_prompt_bootstrap_is_wider_when_prompts_disagree():
     lo_a, hi_a = prompt_bootstrap(alike)
     lo_s, hi_s = prompt_bootstrap(split)
     assert hi_s - lo_s > hi_a - lo_a
+
+
+def test_one_declared_seed_split():
+    from erase.seeds import EVAL_IMAGE_SEEDS, TUNING_IMAGE_SEEDS, split_of
+
+    assert not set(TUNING_IMAGE_SEEDS) & set(EVAL_IMAGE_SEEDS)
+    assert split_of([1000, 1001]) == "tuning" and split_of([2000]) == "evaluation"
+    assert split_of([1000, 2000]) == "mixed" and split_of([5]) == "undeclared"
+    assert split_of([100, 101], "relearn") == "tuning" and split_of([0, 1, 2], "relearn") == "evaluation"

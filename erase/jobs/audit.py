@@ -63,10 +63,10 @@ def columns(run: str, extra, relearned: Path | None):
     cols = [Column("base", None), Column(f"erased ({meta['method']})", path)]
     if relearned is not None and relearned.is_dir():
         for f in sorted(relearned.glob("relearned-*.safetensors")):
-            cfg = read_meta(f).get("config", {})
-            cols.append(
-                Column(f"relearned {cfg.get('optimizer')} lr={cfg.get('lr'):g}, {cfg.get('steps')} steps", f)
-            )
+            info = read_meta(f)
+            cfg = info.get("config", {})
+            steps = info.get("step", cfg.get("steps"))  # where the run stopped, if it stopped early
+            cols.append(Column(f"relearned {cfg.get('optimizer')} lr={cfg.get('lr'):g}, {steps} steps", f))
     for item in extra:
         label, value = parse_labelled(item, "--delta", "oracle=runs/x")
         read_meta(delta_path(value))
@@ -76,7 +76,7 @@ def columns(run: str, extra, relearned: Path | None):
 
 def run(cfg: AuditJob) -> JobResult:
     from erase import distributed
-    from erase.audit import audit, audit_rows, cache_dir, presence_table, render_grid
+    from erase.audit import audit, audit_rows, cache_dir, presence_counts, presence_table, render_grid
     from erase.io import atomic_dir, write_json
     from erase.models import model_fingerprint
     from erase.report.console import presence
@@ -129,17 +129,19 @@ def run(cfg: AuditJob) -> JobResult:
     )
     if not distributed.is_main():  # every process holds every cell; one draws the grid and writes
         return JobResult(None, {"cells": result["cells"]})
-    table = presence_table(result["cells"], cols)
+    table, counts = presence_table(result["cells"], cols), presence_counts(result["cells"], cols)
     image = render_grid(
         rows, cols, seeds, result, title=f"{meta['method']} on {target.name!r}: same prompts, same seeds"
     )
 
     # 3. Write the grid and the record together.
-    results = {"presence": table} | {k: result[k] for k in ("cells", "drawn", "cached")}
+    results = {"presence": table, "presence_counts": counts} | {
+        k: result[k] for k in ("cells", "drawn", "cached")
+    }
     with atomic_dir(out) as tmp:
         image.save(tmp / "audit.png")
         record = rec.finish(results, device=str(pipe.device))
         write_json(tmp / "audit.json", record)
-    print(presence(table, [c.label for c in cols], len(seeds)))
+    print(presence(counts, [c.label for c in cols], len(seeds)))
     print(f"grid and record: {out} ({result['drawn']} images drawn, {result['cached']} from the cache)")
     return JobResult(out, record)

@@ -226,8 +226,8 @@ def _as_text(f, value) -> list[str]:
         return [x for k, v in value.items() for x in ("--set", f"{k}={v}")]
     if isinstance(value, dict):  # the relearning grid: --optimizers and --lrs
         return ["--optimizers", ",".join(value)] + [
-            x for k, v in value.items() for x in ("--lrs", f"{k}=" + ",".join(f"{lr:g}" for lr in v))
-        ]
+            x for k, v in value.items() if v for x in ("--lrs", f"{k}=" + ",".join(f"{lr:g}" for lr in v))
+        ]  # no rates (they come from --lrs-from): the optimizer's name alone
     return [flag(name), f"{value:g}" if isinstance(value, float) else str(value)]
 
 
@@ -260,7 +260,7 @@ class ModelOptions(JobConfig):
     def load_judge(self, spec: str):
         from erase.models import load_judge
 
-        return load_judge(spec, device=self.device)
+        return load_judge(spec, device=self.device, neutral=getattr(self, "neutral", None))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -297,6 +297,11 @@ class ResumeOptions(JobConfig):
 class JudgeOptions(JobConfig):
     concepts: str = option("toy", "concept file: a name under prompts/ or a YAML path")
     judge: str = option("toy", "toy, an open_clip NAME:PRETRAINED, or a folder")
+    neutral: str | None = option(
+        None,
+        "a 'none of these' label for the judge's zero-shot classifier (e.g. 'nothing' or 'an image'): "
+        "an image that shows no concept of the group is counted as neutral, not forced into one",
+    )
 
     def book(self):
         from erase.concepts import load_concepts
@@ -307,6 +312,8 @@ class JudgeOptions(JobConfig):
         from erase.models import check_judge_spec
 
         check_judge_spec(self.judge)
+        if self.neutral is not None and not self.neutral.strip():
+            raise FieldError("neutral", "is empty; pass a label such as 'nothing', or leave it out")
 
 
 @dataclass(frozen=True, kw_only=True)

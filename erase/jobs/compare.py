@@ -37,18 +37,8 @@ def relearn_folder(spec: str) -> Path:
     raise EraseError(f"{spec} holds no relearn.json; run `erase relearn RUN` first")
 
 
-def _best(rows: list[dict]) -> dict:
-    from erase.relearn import row_resurgence
-
-    # The attacker's best learning rate: the fewest steps (censored runs rank last).
-    # Diverged rows rank last: a learning rate that blows up is no attack.
-    return min(
-        rows, key=lambda row: (row_resurgence(row) == "diverged", row["median"] is None, row["median"] or 0)
-    )
-
-
 def _cells(label: str, res: dict, optimizers: list[str], oracle: dict | None) -> dict:
-    from erase.relearn import format_range, resurgence_ratio, row_resurgence
+    from erase.relearn import choose_lr, format_range, resurgence_ratio, row_resurgence
 
     c = res["concept"]
     cells = {"method": label, "concept": c}
@@ -59,7 +49,7 @@ def _cells(label: str, res: dict, optimizers: list[str], oracle: dict | None) ->
         if not rows:
             cells[opt] = cells[f"{opt} / oracle"] = "not run"
             continue
-        best = _best(rows)
+        best = choose_lr(rows)  # the attacker's best learning rate, by the sweep's rule
         cells[opt] = f"{row_resurgence(best)} ({format_range(best)}) @ lr {best['lr']:g}"
         if oracle:
             match = [o for o in oracle["summary"] if o["optimizer"] == opt and o["lr"] == best["lr"]]

@@ -7,7 +7,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from erase.errors import EraseError
-from erase.jobs.base import FieldError, JobResult, RunOptions, open_run, option, positive, start_record
+from erase.jobs.base import (
+    FieldError,
+    JobResult,
+    RunOptions,
+    open_run,
+    option,
+    positive,
+    record_config,
+    start_record,
+)
+from erase.seeds import split_of
 
 # Relearning learning rates per optimizer: on the toy world (all parameters, batch 4) SGD at 0.1
 # wrecks the model and at 0.5 diverges; 0.03 is the largest that learns. Adam at 3e-4 is the setting
@@ -17,6 +27,10 @@ DEFAULT_LRS: dict[str, tuple[float, ...]] = {
     "sgdm": (0.003,),
     "adam": (3e-4,),
     "adamw": (3e-4,),
+    # Sign-based steps move every coordinate by lr, so their rates sit ~10x below Adam's
+    # (Lion paper's advice); starting points for a sweep, like the rest.
+    "lion": (3e-5,),
+    "signsgd": (3e-5,),
 }
 RELEARN_PARAMS = ("all", "xattn", "xattn-kv", "non-xattn", "changed")
 
@@ -32,7 +46,7 @@ class RelearnJob(RunOptions):
     model: str | None = option(None, "base model (default: the one the delta records)")
     optimizers: dict[str, tuple[float, ...]] = option(
         {"sgd": DEFAULT_LRS["sgd"], "adam": DEFAULT_LRS["adam"]},
-        "optimizers and their learning rates: --optimizers sgd,adam (sgd, sgdm, adam, adamw) with "
+        "optimizers and their learning rates: --optimizers sgd,adam (" + ", ".join(DEFAULT_LRS) + ") with "
         "--lrs '1e-4,3e-4' for every optimizer or --lrs adam=1e-4 for one (repeatable); defaults: "
         + ", ".join(f"{k} {v[0]:g}" for k, v in DEFAULT_LRS.items()),
         grammar="optimizers",
@@ -51,12 +65,31 @@ class RelearnJob(RunOptions):
     others: tuple[str, ...] | None = option(
         None, "concepts whose damage to track (default: the rest of the group)", grammar="list"
     )
-    oracle: str | None = option(None, "a model that never learned the concept: same attack, ratio reported")
+    oracle: str = option(
+        "auto",
+        "a model that never learned the concept, attacked the same way to calibrate the budget: a model "
+        "(toy+erase/toy/oracles/color=red), an edit of the base (run folder or delta), or a relearning "
+        "folder that already attacked it with these settings; 'auto': the toy world's oracle for the "
+        "concept when there is one; 'none': uncalibrated",
+    )
+    lrs_from: str | None = option(
+        None,
+        "a learning-rate sweep (a relearning folder): each optimizer runs at the rate the sweep chose "
+        "(fewest steps to resurgence, erase.relearn.choose_lr); its seeds must differ from --seeds",
+    )
+    stop_at_resurgence: bool = option(
+        False, "end each run at resurgence (a sweep's shortcut; the other concepts are then read there)"
+    )
     eval_seeds: tuple[int, ...] = option(
         tuple(range(1000, 1006)), "held-out seeds for the concept", grammar="seeds"
     )
     other_seeds: tuple[int, ...] = option(
         (1000, 1001), "held-out seeds for the other concepts", grammar="seeds"
+    )
+    others_at: str = option(
+        "every",
+        "when to score the other concepts: at 'every' point, or at the start and the 'end' only (a long "
+        "study's cheaper setting; the curve of the others is then two points)",
     )
     eval_steps: int = option(10, "sampling steps of evaluation images")
     save_weights: bool = option(
@@ -70,13 +103,47 @@ class RelearnJob(RunOptions):
         for name, lrs in self.optimizers.items():
             if name not in DEFAULT_LRS:
                 raise FieldError("optimizers", f"{name!r} is unknown; choose from {', '.join(DEFAULT_LRS)}")
-            if not lrs or any(not lr > 0 for lr in lrs):
+            if (not lrs and self.lrs_from is None) or any(not lr > 0 for lr in lrs):
                 raise FieldError("optimizers", f"{name}: learning rate must be positive, got {list(lrs)}")
         positive(self, "steps", "eval_every", "batch_size", "examples", "eval_steps", "snr_gamma")
         if self.params not in RELEARN_PARAMS:
             raise FieldError("params", f"must be one of {', '.join(RELEARN_PARAMS)}, got {self.params!r}")
         if not 0 < self.tau <= 1:
             raise FieldError("tau", f"must be in (0, 1], got {self.tau}")
+        if self.others_at not in ("every", "end"):
+            raise FieldError("others_at", f"must be 'every' or 'end', got {self.others_at!r}")
+        if not self.oracle.strip():
+            raise FieldError("oracle", "is empty; pass a model, a run folder, 'auto' or 'none'")
+
+    def chosen_lrs(self) -> dict[str, tuple[float, ...]]:
+        """The learning rates to run: ``optimizers``', or with ``lrs_from`` each one's rate chosen by
+        the sweep there. Reads the sweep's record (small JSON), so bad input fails before any model."""
+        if self.lrs_from is None:
+            return self.optimizers
+        if any(self.optimizers.values()):
+            raise FieldError("lrs_from", "takes the rates from the sweep; give --lrs or --lrs-from, not both")
+        sweep = read_relearning(self.lrs_from)
+        chosen = {row["optimizer"]: row for row in sweep.get("chosen", [])}
+        missing = [o for o in self.optimizers if o not in chosen]
+        if missing:
+            raise FieldError(
+                "lrs_from",
+                f"{self.lrs_from} swept no {', '.join(missing)}; sweep them there or drop them from --optimizers",
+            )
+        tuned = {seed for row in chosen.values() for seed in row["seeds"]}
+        if tuned & set(self.seeds):
+            raise FieldError(
+                "seeds",
+                f"{sorted(tuned & set(self.seeds))} chose the learning rates in {self.lrs_from}; report on "
+                "other seeds (erase.seeds: tuning and evaluation seeds are disjoint)",
+            )
+        weak = [o for o in self.optimizers if not chosen[o].get("came_back", True)]
+        if weak:  # the run goes on: its verdicts will say "too weak to judge" where that is so
+            print(
+                f"warning: in {self.lrs_from} no rate of {', '.join(weak)} brought the concept back "
+                "(median over seeds); the sweep's best is used, and it may be too weak to judge"
+            )
+        return {o: (chosen[o]["lr"],) for o in self.optimizers}
 
     def configs(self) -> list:
         """One ``RelearnConfig`` per optimizer x learning rate x seed, in that order."""
@@ -89,13 +156,50 @@ class RelearnJob(RunOptions):
             "eval_every": every,
             "params": self.params,
         }
-        shared |= {"tau": self.tau, "snr_gamma": self.snr_gamma}
+        shared |= {
+            "tau": self.tau,
+            "snr_gamma": self.snr_gamma,
+            "stop_at_resurgence": self.stop_at_resurgence,
+        }
         return [
             RelearnConfig(optimizer=o, lr=lr, seed=seed, **shared)
-            for o, lrs in self.optimizers.items()
+            for o, lrs in self.chosen_lrs().items()
             for lr in lrs
             for seed in self.seeds
         ]
+
+
+def read_relearning(spec: str | Path, *, record: bool = False) -> dict:
+    """The results (or with ``record``, the whole record) of a finished ``erase relearn``: its
+    folder, its run folder, or relearn.json."""
+    import json
+
+    p = Path(spec)
+    for cand in (p, p / "relearn.json", p / "relearn" / "relearn.json"):
+        if cand.is_file():
+            try:
+                whole = json.loads(cand.read_text())
+                return whole if record else whole["results"]
+            except (ValueError, KeyError):
+                raise EraseError(f"{cand} is not a relearning record; run `erase relearn` again") from None
+    raise EraseError(f"{spec} holds no relearn.json; run `erase relearn` there first")
+
+
+def find_oracle_for(cfg: RelearnJob, meta: dict, target) -> str | None:
+    """What ``--oracle`` names: None (uncalibrated), a relearning record, or a model to load."""
+    if cfg.oracle == "none":
+        return None
+    if cfg.oracle != "auto":
+        return cfg.oracle
+    if meta.get("oracle") or (cfg.model or meta["base_model"]) != "toy":
+        return None  # attacking an oracle itself, or a model with no oracle we could know of
+    from erase.recipes.oracle import find_oracle
+
+    try:
+        found = find_oracle([f"{target.group.name}={target.label}"])
+    except EraseError:  # a concept of another concept file: no toy axis, no oracle
+        return None
+    return f"toy+{found}" if found else None
 
 
 def run(cfg: RelearnJob) -> JobResult:
@@ -120,6 +224,7 @@ def run(cfg: RelearnJob) -> JobResult:
     else:
         others = [book.get(c) for c in cfg.others]
     configs = cfg.configs()
+    oracle = _oracle(cfg, meta, target, configs)
     examples = load_image_folder(cfg.data) if cfg.data else None
     default_out = (Path(cfg.run) / "relearn") if Path(cfg.run).is_dir() else None
     out = cfg.out_dir("relearn", target.name, default_out)
@@ -133,17 +238,73 @@ def run(cfg: RelearnJob) -> JobResult:
         concept=target.name,
         others=[c.name for c in others],
         configs=[c.__dict__ for c in configs],
+        lrs_from=cfg.lrs_from
+        and {"sweep": cfg.lrs_from, "chosen": {o: v[0] for o, v in cfg.chosen_lrs().items()}},
+        oracle=oracle if isinstance(oracle, str) or oracle is None else {"reused": cfg.oracle},
         # Each process runs (and the main one checkpoints) its share of the configs, so a
         # resume must split them the same way.
         processes=distributed.world()[1],
+        seed_split={"images": split_of(cfg.eval_seeds), "relearning": split_of(cfg.seeds, "relearn")},
     )
     rec.prompts("concepts", file=book.path)
     rec.prompts(target.name, texts=target.heldout)
     with open_run(cfg, "relearn", out, rec, stable_out=default_out is not None) as run:
-        return _attack(cfg, run, rec, path, meta, target, others, configs, examples, out)
+        return _attack(cfg, run, rec, path, meta, target, others, configs, examples, out, oracle)
 
 
-def _attack(cfg, run, rec, path, meta, target, others, configs, examples, out) -> JobResult:
+def _oracle(cfg: RelearnJob, meta: dict, target, configs) -> str | dict | None:
+    """The calibration: None, a model spec to attack, or (reused) an oracle's relearning results,
+    which must come from the very same attack."""
+    from dataclasses import asdict
+
+    spec = find_oracle_for(cfg, meta, target)
+    if spec is None:
+        return None
+    p = Path(spec)
+    if (p / "relearn.json").is_file() or (p / "relearn" / "relearn.json").is_file():
+        record = read_relearning(p, record=True)
+        done = record["results"]
+        if (done.get("oracle") or {}).get("model") != "itself":
+            raise FieldError("oracle", f"{spec} is the relearning of {done['method']!r}, not of an oracle")
+        mine = record_config(cfg)
+        theirs = record["config"]
+        differ = [k for k in SAME_ATTACK if mine.get(k) != theirs.get(k)]
+        if done["concept"] != target.name:
+            differ.append("concept")
+        if [r["config"] for r in done["runs"]] != [asdict(c) for c in configs]:
+            differ.append("optimizers, rates, seeds or budget")
+        if differ:
+            raise FieldError(
+                "oracle",
+                f"{spec} attacked with other settings ({', '.join(differ)}); calibrate with this run's",
+            )
+        return done
+    if p.is_absolute() or p.name == "relearn" or p.suffix == ".safetensors":
+        # A path (a study's run:NAME is one): it must be there now, not after the whole attack.
+        if not p.exists():
+            raise FieldError("oracle", f"{spec} does not exist; run the oracle's relearning first")
+        if p.name == "relearn":
+            raise FieldError("oracle", f"{spec} holds no relearn.json; that relearning did not finish")
+    if p.is_dir() or p.suffix == ".safetensors":
+        return f"{cfg.model or meta['base_model']}+{spec}"  # an edit of the same base
+    return spec
+
+
+# What a reused oracle relearning must share with this run besides its configs.
+SAME_ATTACK = (
+    "model",
+    "concepts",
+    "judge",
+    "neutral",
+    "examples",
+    "data",
+    "eval_seeds",
+    "eval_steps",
+    "params",
+)
+
+
+def _attack(cfg, run, rec, path, meta, target, others, configs, examples, out, oracle) -> JobResult:
     from erase import distributed
     from erase.delta import apply_delta, delta_tensor_names
     from erase.models import model_fingerprint
@@ -154,6 +315,7 @@ def _attack(cfg, run, rec, path, meta, target, others, configs, examples, out) -
     pipe = cfg.load(base)
     judge = cfg.load_judge(cfg.judge)
     seeds = {"seeds": list(cfg.eval_seeds), "other_seeds": list(cfg.other_seeds), "steps": cfg.eval_steps}
+    seeds["others_at"] = cfg.others_at
     evaluate = Evaluator(pipe, judge, target, others, **seeds)
     original = evaluate()
     if examples is None:
@@ -165,6 +327,7 @@ def _attack(cfg, run, rec, path, meta, target, others, configs, examples, out) -
     fingerprint = model_fingerprint(base)
     apply_delta(pipe.unet, path, fingerprint)
     keep = _Keeper(pipe, base, fingerprint, meta, path, configs[0].seed) if cfg.save_weights else None
+    bar = (target.name, cfg.tau * original["accuracy"][target.name])
     runs = attack(
         pipe,
         data,
@@ -173,17 +336,28 @@ def _attack(cfg, run, rec, path, meta, target, others, configs, examples, out) -
         changed=delta_tensor_names(path),
         on_done=keep,
         checkpoint=run.checkpoint,
+        bar=bar,
     )
     acc0 = original["accuracy"][target.name]
     rows = summarize(runs, target.name, acc0)
     oracle_runs, oracle_rows = [], None
-    if cfg.oracle:
+    if isinstance(oracle, dict):
+        oracle_runs = oracle["runs"]
+    elif oracle is not None:
         del pipe
-        opipe = cfg.load(cfg.oracle)
+        opipe = cfg.load(oracle)
         oracle_runs = attack(
-            opipe, data, configs, Evaluator(opipe, judge, target, others, **seeds), checkpoint=run.checkpoint
+            opipe,
+            data,
+            configs,
+            Evaluator(opipe, judge, target, others, **seeds),
+            checkpoint=run.checkpoint,
+            bar=bar,
         )
+    if oracle is not None:
         oracle_rows = summarize(oracle_runs, target.name, acc0)
+    elif meta.get("oracle"):  # the model attacked is an oracle: its own runs are the calibration
+        oracle, oracle_rows = "itself", rows
     # Each process kept the weights of its own configs; the main one writes them all.
     relearned = dict(distributed.gather(list(keep.kept.items()))) if keep else {}
     if not distributed.is_main():
@@ -194,7 +368,13 @@ def _attack(cfg, run, rec, path, meta, target, others, configs, examples, out) -
         "original": original,
         "summary": rows,
         "runs": runs,
-        "oracle": {"model": cfg.oracle, "summary": oracle_rows, "runs": oracle_runs} if cfg.oracle else None,
+        "oracle": None
+        if oracle is None
+        else {
+            "model": oracle if isinstance(oracle, str) else cfg.oracle,
+            "summary": oracle_rows,
+            "runs": oracle_runs,
+        },
         "images_per_point": evaluate.images_per_point,
     }
     return _write(cfg, run, rec, results, relearned, len(examples.images), out, str(judge.device))
@@ -203,14 +383,21 @@ def _attack(cfg, run, rec, path, meta, target, others, configs, examples, out) -
 def _write(cfg, run, rec, results, relearned: dict, n_examples: int, out, device: str) -> JobResult:
     from erase.delta import save_tensors
     from erase.io import write_json
-    from erase.relearn import format_summary
-    from erase.report.plots import plot_relearning
+    from erase.relearn import choose_lr, format_summary, verdict
+    from erase.report.plots import plot_relearning, plot_sweep
 
     name, runs, rows = results["concept"], results["runs"], results["summary"]
     acc0 = results["original"]["accuracy"][name]
     erased = runs[0]["curve"][0]["accuracy"][name]
     oracle = results["oracle"]
     oracle_rows = {(r["optimizer"], r["lr"]): r for r in oracle["summary"]} if oracle else None
+    for row in rows:
+        row["verdict"] = verdict(row, oracle_rows.get((row["optimizer"], row["lr"])) if oracle else None)
+    # Each optimizer's best rate by the sweep rule: a later `--lrs-from` reads these.
+    results["chosen"] = [
+        choose_lr([r for r in rows if r["optimizer"] == o])
+        for o in dict.fromkeys(r["optimizer"] for r in rows)
+    ]
     results["table"] = format_summary(rows, name, acc0, erased, oracle=oracle_rows)
     print(results["table"])
 
@@ -226,6 +413,17 @@ def _write(cfg, run, rec, results, relearned: dict, n_examples: int, out, device
             title=f"{results['method']} on {name!r}: relearning on {n_examples} examples",
             oracle_runs=oracle["runs"] if oracle else (),
         )
+        if any(
+            len({r["lr"] for r in rows if r["optimizer"] == o}) > 1 for o in {r["optimizer"] for r in rows}
+        ):
+            plot_sweep(
+                runs,
+                rows,
+                name,
+                bar=rows[0]["threshold"],
+                path=tmp / "sweep.png",
+                title=f"learning-rate sweep: relearning {name!r} on {results['method']}",
+            )
         for file, (tensors, info) in relearned.items():
             save_tensors(tmp / file, tensors, info)
         record = rec.finish(results, trainable=runs[0]["trainable_parameters"], device=device)
@@ -249,12 +447,12 @@ class _Keeper:
             "erasure": str(path),
         }
 
-    def __call__(self, cfg, names) -> None:
+    def __call__(self, cfg, names, step: int) -> None:
         import torch
 
         if cfg.seed != self.first_seed:
             return
         named = dict(self.pipe.unet.named_parameters())
         tensors = {n: named[n].detach().to("cpu", torch.float32).clone() for n in names}
-        info = self.info | {"config": cfg.__dict__, "seed": cfg.seed}
+        info = self.info | {"config": cfg.__dict__, "seed": cfg.seed, "step": step}
         self.kept[f"relearned-{cfg.optimizer}-lr{cfg.lr:g}.safetensors"] = (tensors, info)

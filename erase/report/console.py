@@ -25,15 +25,22 @@ def before_after(concepts, roles: dict[str, str], before: dict, after: dict) -> 
     return "\n".join(lines)
 
 
-def presence(table: dict[str, dict[str, float]], labels: Sequence[str], seeds: int) -> str:
-    """The audit's share of images in which the judge sees the prompt's concept, per model and row role."""
+def presence(counts: dict[str, dict[str, list[int]]], labels: Sequence[str], seeds: int) -> str:
+    """The audit's share of images in which the judge sees the prompt's concept, per model and row
+    role, with its count: ``0.50 (4/8)``."""
     width = max(len(label) for label in labels)
     lines = [
         f"share of images in which the judge sees the prompt's concept ({seeds} seeds):",
-        f"{'model':<{width}}  " + "  ".join(f"{r:>9}" for r in table),
+        f"{'model':<{width}}  " + "  ".join(f"{r:>12}" for r in counts),
     ]
     for label in labels:
-        lines.append(
-            f"{label:<{width}}  " + "  ".join(f"{table[r].get(label, float('nan')):>9.2f}" for r in table)
-        )
+        cells = [_count(counts[r].get(label)) for r in counts]
+        lines.append(f"{label:<{width}}  " + "  ".join(f"{c:>12}" for c in cells))
     return "\n".join(lines)
+
+
+def _count(kn: list[int] | None) -> str:
+    if not kn:
+        return "-"
+    k, n = kn
+    return f"{k / n:.2f} ({k}/{n})"

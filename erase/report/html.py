@@ -169,8 +169,14 @@ def build_report(run: Path, title: str | None = None) -> dict:
 
     if audit:
         pres = audit["results"]["presence"]
+        counts = audit["results"].get("presence_counts", {})
         cols = [c["label"] for c in audit["config"]["columns"]]
-        rows = [[role] + [f"{pres[role].get(c, float('nan')):.2f}" for c in cols] for role in pres]
+
+        def share(role: str, c: str) -> str:
+            kn = counts.get(role, {}).get(c)
+            return f"{pres[role].get(c, float('nan')):.2f}" + (f" ({kn[0]}/{kn[1]})" if kn else "")
+
+        rows = [[role] + [share(role, c) for c in cols] for role in pres]
         sections.append(
             {
                 "heading": "Audit grid",
@@ -196,7 +202,8 @@ def build_report(run: Path, title: str | None = None) -> dict:
                 "paragraphs": paras,
                 "pre": res.get("table", ""),
                 "tables": [],
-                "images": [(Path(run) / "relearn" / "relearn.png", "relearning curves")],
+                "images": [(Path(run) / "relearn" / "relearn.png", "relearning curves")]
+                + [(p, "learning-rate sweep") for p in [Path(run) / "relearn" / "sweep.png"] if p.is_file()],
             }
         )
     facts = []
@@ -341,11 +348,78 @@ def _study_row(name: str, run: Path) -> dict:
                 row["kappa_ref_mean"] = float(np.mean(refs)) if refs else None
                 row["verdict"] = log.get("verdict")
     if info["relearn"]:
-        from erase.relearn import row_resurgence
-
-        rows = info["relearn"]["results"]["summary"]
-        row["resurgence"] = {f"{r['optimizer']} lr={r['lr']:g}": row_resurgence(r) for r in rows}
+        res = info["relearn"]["results"]
+        row["relearn"] = {
+            "summary": res["summary"],
+            "chosen": res.get("chosen", []),
+            "oracle": (res.get("oracle") or {}).get("model"),
+            "sweep": len(res["summary"]) > len({r["optimizer"] for r in res["summary"]}),
+        }
     return row
+
+
+def _back(row: dict) -> str:
+    """ ", 1/2 back" when some but not all seeds came back."""
+    n = len(row["seeds"])
+    back = n - row["censored"] - row.get("diverged", 0)
+    return f", {back}/{n} back" if 0 < back < n else ""
+
+
+def _relearn_sections(rows: list[dict]) -> list[str]:
+    """A sweep: every optimizer x rate and the rate the rule chose. Then one table of the attacks at
+    a rate per optimizer: steps to resurgence over seeds, the verdict against the oracle, and the
+    other concepts at the end."""
+    from erase.relearn import choose_lr, format_range, row_resurgence
+
+    lines: list[str] = []
+    for r in [r for r in rows if r.get("relearn", {}).get("sweep")]:
+        summary = r["relearn"]["summary"]
+        budget = summary[0]["budget"]
+        lines += [
+            f"## Learning-rate sweep: {r['run']} (median steps to resurgence over {len(summary[0]['seeds'])} "
+            f"seeds, '> {budget}': not back; mean peak accuracy)",
+            "",
+        ]
+        table = []
+        chosen = r["relearn"]["chosen"] or [  # a record made before the rule was recorded
+            choose_lr([x for x in summary if x["optimizer"] == o])
+            for o in dict.fromkeys(x["optimizer"] for x in summary)
+        ]
+        for c in chosen:
+            own = sorted((x for x in summary if x["optimizer"] == c["optimizer"]), key=lambda x: x["lr"])
+            cells = [f"{x['lr']:g}: {row_resurgence(x)}, peak {x['peak']:.2f}{_back(x)}" for x in own]
+            note = "" if c["came_back"] else " (median not back)"
+            table.append([c["optimizer"], *cells, f"{c['lr']:g}{note}"])
+        width = max(len(t) for t in table) - 2
+        table = [[t[0], *t[1:-1], *[""] * (width + 2 - len(t)), t[-1]] for t in table]  # uneven grids
+        lines += [
+            markdown_table(["optimizer", *[f"rate {i + 1}" for i in range(width)], "chosen"], table),
+            "",
+        ]
+    attacks = [r for r in rows if r.get("relearn") and not r["relearn"]["sweep"]]
+    if attacks:
+        lines += [
+            "## Relearning at each optimizer's chosen rate (median steps over seeds, range, verdict vs the oracle)",
+            "",
+        ]
+        optimizers = list(dict.fromkeys(x["optimizer"] for r in attacks for x in r["relearn"]["summary"]))
+        table = []
+        for r in attacks:
+            by = {x["optimizer"]: x for x in r["relearn"]["summary"]}
+            cells = []
+            for o in optimizers:
+                x = by.get(o)
+                if x is None:
+                    cells += ["-", "-"]
+                    continue
+                v = x.get("verdict", {}).get("outcome", "")
+                cells.append(f"{row_resurgence(x)} ({format_range(x)}) {v} @ {x['lr']:g}")
+                others = x["others_final"]
+                cells.append(f"{np.mean(list(others.values())):.2f}" if others else "-")
+            table.append([r["run"], r.get("method") or "oracle", *cells])
+        header = [h for o in optimizers for h in (o, f"{o}: others at end")]
+        lines += [markdown_table(["run", "method", *header], table), ""]
+    return lines
 
 
 def write_study(out: Path, name: str, runs: list[tuple[str, Path]]) -> Path:
@@ -393,14 +467,7 @@ def write_study(out: Path, name: str, runs: list[tuple[str, Path]]) -> Path:
         ]
         header = ["run", "forget", "retain", "mean kappa", "mean kappa_ref (retain vs retain)", "verdict"]
         lines += ["## HAMU hardness", "", markdown_table(header, table), ""]
-    relearn = [r for r in rows if r.get("resurgence")]
-    if relearn:
-        lines += ["## Steps to resurgence (median over relearning seeds; '> N': not back within N)", ""]
-        settings = list(dict.fromkeys(k for r in relearn for k in r["resurgence"]))
-        table = [
-            [r["run"], r.get("method")] + [r["resurgence"].get(k, "-") for k in settings] for r in relearn
-        ]
-        lines += [markdown_table(["run", "method", *settings], table), ""]
+    lines += _relearn_sections(rows)
     cases = [c for r in rows for c in r.get("seed003", [])]
     if cases:
         lines += ["## Seed 003: descent-ascent on a ridge-regularised exponential loss", ""]

@@ -76,6 +76,78 @@ def _band(ax, runs, value, color, label, dashed=False) -> None:
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns after every run diverged
         mean, lo, hi = np.nanmean(ys, 0), np.nanmin(ys, 0), np.nanmax(ys, 0)
-    ax.plot(steps, mean, color=color, label=label, ls="--" if dashed else "-", marker=".")
+    # Points where nothing was scored (the others between start and end) are left out, not gaps.
+    ok = np.isfinite(mean)
+    steps = np.asarray(steps)[ok]
+    ax.plot(steps, mean[ok], color=color, label=label, ls="--" if dashed else "-", marker=".")
     if len(runs) > 1:
-        ax.fill_between(steps, lo, hi, color=color, alpha=0.15)
+        ax.fill_between(steps, lo[ok], hi[ok], color=color, alpha=0.15)
+
+
+def plot_sweep(
+    runs: Sequence[dict], rows: Sequence[dict], concept: str, *, bar: float, path: Path, title: str = ""
+) -> None:
+    """A learning-rate sweep's whole surface: one panel per optimizer with the erased concept's
+    accuracy against steps for each learning rate (mean over seeds), and a last panel with the
+    median steps to resurgence against the learning rate; runs that did not come back sit at the
+    budget (open marker), diverged rates are crosses at the top."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    optimizers = list(dict.fromkeys(r["optimizer"] for r in rows))
+    groups = _by_setting(runs)
+    fig, axes = plt.subplots(
+        1, len(optimizers) + 1, figsize=(3.2 * (len(optimizers) + 1), 3.2), squeeze=False
+    )
+    budget = max(r["budget"] for r in rows)
+    for ax, opt in zip(axes[0], optimizers):
+        lrs = sorted(r["lr"] for r in rows if r["optimizer"] == opt)
+        colors = plt.cm.viridis(np.linspace(0, 0.9, len(lrs)))
+        for lr, color in zip(lrs, colors):
+            rs = groups[(opt, lr)]
+            steps = sorted({p["step"] for r in rs for p in r["curve"]})
+            mean = [
+                np.mean([p["accuracy"][concept] for r in rs for p in r["curve"] if p["step"] == s])
+                for s in steps
+            ]
+            diverged = any(r.get("diverged") for r in rs)
+            ax.plot(
+                steps,
+                mean,
+                color=color,
+                ls=":" if diverged else "-",
+                label=f"{lr:g}{' (div.)' if diverged else ''}",
+            )
+        ax.axhline(bar, color="k", lw=0.8, ls="--")
+        ax.set(title=opt, xlabel="step", ylim=(-0.02, 1.02), xlim=(0, budget))
+        ax.legend(fontsize=6, title="lr", title_fontsize=6)
+    axes[0][0].set_ylabel(f"accuracy on {concept!r}")
+    ax = axes[0][-1]
+    for opt in optimizers:
+        own = sorted((r for r in rows if r["optimizer"] == opt), key=lambda r: r["lr"])
+        xs = [r["lr"] for r in own]
+        ys = [budget * 1.1 if r["median"] is None else r["median"] for r in own]
+        (line,) = ax.plot(xs, ys, "-", label=opt)
+        for r, y in zip(own, ys):
+            if r["diverged"] == len(r["seeds"]):
+                ax.plot(r["lr"], budget * 1.2, "x", color=line.get_color())
+            else:
+                ax.plot(
+                    r["lr"],
+                    y,
+                    "o",
+                    color=line.get_color(),
+                    mfc="none" if r["median"] is None else line.get_color(),
+                )
+    ax.axhline(budget, color="k", lw=0.8, ls="--")
+    ax.set(xscale="log", xlabel="learning rate", ylabel="median steps to resurgence", title="at each rate")
+    ax.legend(fontsize=6)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fig.savefig(path, dpi=110)
+    plt.close(fig)
