@@ -402,9 +402,17 @@ def run_pipeline(cfg: PipelineJob) -> dict:
         print(f"{cfg.file}: valid; {what}; run folder {out}")
         return {"valid": True}
     _claim(out, cfg)
+    if cfg.resume:  # a stage cut off mid-way goes on from its checkpoints
+        plans = [[(name, _resumed(job)) for name, job in steps] for steps in plans]
     if not pipeline.is_study:
         return _run_stages(pipeline, out, plans[0])
     return _run_study(pipeline, out, parts, plans)
+
+
+def _resumed(job: JobConfig | None) -> JobConfig | None:
+    if job is None or "resume" not in {f.name for f in dataclasses.fields(job)}:
+        return job
+    return dataclasses.replace(job, resume=True)
 
 
 def _claim(out: Path, cfg: PipelineJob) -> None:

@@ -323,3 +323,15 @@ def test_a_study_runs_its_pipelines_and_sums_them_up(tmp_path, capsys):
     bad.write_text("name: b\nruns: [nope.yaml]\n")
     assert main(["run", str(bad), "--out", str(tmp_path / "b")]) == 2
     assert "runs[0]: pipeline file" in capsys.readouterr().err and not (tmp_path / "b").exists()
+
+
+def test_a_resumed_pipeline_resumes_the_stage_it_cut_off():
+    """``erase run FILE --resume`` passes --resume to the stage jobs, so a stage killed mid-way goes
+    on from its checkpoints instead of refusing its own partial folder."""
+    from erase import jobs
+    from erase.pipeline import UseStage, _resumed
+
+    assert _resumed(jobs.RelearnJob(run="x")).resume is True
+    assert _resumed(None) is None
+    use = UseStage(run="erase/toy/oracles/color=red")
+    assert _resumed(use) is use  # nothing to resume

@@ -422,7 +422,8 @@ def _write(cfg, run, rec, results, relearned: dict, n_examples: int, out, device
                 name,
                 bar=rows[0]["threshold"],
                 path=tmp / "sweep.png",
-                title=f"learning-rate sweep: relearning {name!r} on {results['method']}",
+                title=f"learning-rate sweep: relearning {name!r} on {results['method']}"
+                + (" (the oracle)" if (results.get("oracle") or {}).get("model") == "itself" else ""),
             )
         for file, (tensors, info) in relearned.items():
             save_tensors(tmp / file, tensors, info)

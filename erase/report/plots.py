@@ -88,9 +88,10 @@ def plot_sweep(
     runs: Sequence[dict], rows: Sequence[dict], concept: str, *, bar: float, path: Path, title: str = ""
 ) -> None:
     """A learning-rate sweep's whole surface: one panel per optimizer with the erased concept's
-    accuracy against steps for each learning rate (mean over seeds), and a last panel with the
-    median steps to resurgence against the learning rate; runs that did not come back sit at the
-    budget (open marker), diverged rates are crosses at the top."""
+    accuracy against steps for each learning rate (mean over seeds; a run that stopped at
+    resurgence keeps its last value, a diverged one drops out), then two panels against the rate:
+    the median steps to resurgence (open marker above the budget: not back; cross: diverged) and
+    the mean peak accuracy, with the resurgence bar."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -98,9 +99,8 @@ def plot_sweep(
 
     optimizers = list(dict.fromkeys(r["optimizer"] for r in rows))
     groups = _by_setting(runs)
-    fig, axes = plt.subplots(
-        1, len(optimizers) + 1, figsize=(3.2 * (len(optimizers) + 1), 3.2), squeeze=False
-    )
+    n = len(optimizers) + 2
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.2), squeeze=False)
     budget = max(r["budget"] for r in rows)
     for ax, opt in zip(axes[0], optimizers):
         lrs = sorted(r["lr"] for r in rows if r["optimizer"] == opt)
@@ -108,42 +108,37 @@ def plot_sweep(
         for lr, color in zip(lrs, colors):
             rs = groups[(opt, lr)]
             steps = sorted({p["step"] for r in rs for p in r["curve"]})
-            mean = [
-                np.mean([p["accuracy"][concept] for r in rs for p in r["curve"] if p["step"] == s])
-                for s in steps
-            ]
+            mean = [np.nanmean([_held_value(r, s, concept) for r in rs]) for s in steps]
             diverged = any(r.get("diverged") for r in rs)
-            ax.plot(
-                steps,
-                mean,
-                color=color,
-                ls=":" if diverged else "-",
-                label=f"{lr:g}{' (div.)' if diverged else ''}",
-            )
+            label = f"{lr:g}{' (div.)' if diverged else ''}"
+            ax.plot(steps, mean, color=color, ls=":" if diverged else "-", marker=".", ms=3, label=label)
         ax.axhline(bar, color="k", lw=0.8, ls="--")
         ax.set(title=opt, xlabel="step", ylim=(-0.02, 1.02), xlim=(0, budget))
         ax.legend(fontsize=6, title="lr", title_fontsize=6)
     axes[0][0].set_ylabel(f"accuracy on {concept!r}")
-    ax = axes[0][-1]
+    steps_ax, peak_ax = axes[0][-2], axes[0][-1]
     for opt in optimizers:
         own = sorted((r for r in rows if r["optimizer"] == opt), key=lambda r: r["lr"])
         xs = [r["lr"] for r in own]
         ys = [budget * 1.1 if r["median"] is None else r["median"] for r in own]
-        (line,) = ax.plot(xs, ys, "-", label=opt)
+        (line,) = steps_ax.plot(xs, ys, "-", label=opt)
+        c = line.get_color()
+        peak_ax.plot(xs, [r["peak"] for r in own], "-", color=c, label=opt)
         for r, y in zip(own, ys):
-            if r["diverged"] == len(r["seeds"]):
-                ax.plot(r["lr"], budget * 1.2, "x", color=line.get_color())
+            if r.get("diverged", 0) == len(r["seeds"]):
+                steps_ax.plot(r["lr"], budget * 1.2, "x", color=c)
+                peak_ax.plot(r["lr"], r["peak"], "x", color=c)
             else:
-                ax.plot(
-                    r["lr"],
-                    y,
-                    "o",
-                    color=line.get_color(),
-                    mfc="none" if r["median"] is None else line.get_color(),
-                )
-    ax.axhline(budget, color="k", lw=0.8, ls="--")
-    ax.set(xscale="log", xlabel="learning rate", ylabel="median steps to resurgence", title="at each rate")
-    ax.legend(fontsize=6)
+                fill = "none" if r["median"] is None else c
+                steps_ax.plot(r["lr"], y, "o", color=c, mfc=fill)
+                peak_ax.plot(r["lr"], r["peak"], "o", color=c, mfc=fill)
+    steps_ax.axhline(budget, color="k", lw=0.8, ls="--")
+    steps_ax.set(xscale="log", xlabel="learning rate", ylabel="median steps to resurgence")
+    steps_ax.set_title(f"steps (above {budget}: not back)", fontsize=9)
+    peak_ax.axhline(bar, color="k", lw=0.8, ls="--")
+    peak_ax.set(xscale="log", xlabel="learning rate", ylabel="mean peak accuracy", ylim=(-0.02, 1.02))
+    peak_ax.set_title("peak (filled: median back)", fontsize=9)
+    steps_ax.legend(fontsize=6)
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
@@ -151,3 +146,12 @@ def plot_sweep(
         warnings.simplefilter("ignore")
         fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _held_value(run: dict, step: int, concept: str) -> float:
+    """The run's accuracy at ``step``; after a stop at resurgence, the value it stopped at; after
+    a divergence, nothing (NaN)."""
+    points = [p for p in run["curve"] if p["step"] <= step]
+    if not points or (points[-1]["step"] < step and run.get("diverged")):
+        return float("nan")
+    return points[-1]["accuracy"][concept]
