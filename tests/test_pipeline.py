@@ -34,6 +34,7 @@ stages:
       eval_seeds: "1000"
       other_seeds: "1000"
       eval_steps: 2
+      oracle: none         # mechanics; the calibration has its own test (test_relearn_toy.py)
   - audit: {seeds: "1000", steps: 2, erased_prompts: 2, neighbours: 1, unrelated: 1}
   - report: {title: tiny report}
 """

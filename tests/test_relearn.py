@@ -223,7 +223,7 @@ def test_relearn_and_compare_write_curves_plot_and_table(uce_run, tmp_path, caps
     out = tmp_path / "rl"
     args = ["relearn", uce_run, "--optimizers", "sgd,adam", "--lrs", "sgd=0.1", "--lrs", "adam=1e-3,3e-4"]
     args += ["--steps", 2, "--eval-every", 1, "--seeds", "0,1", "--examples", 2, "--others", "green"]
-    args += ["--eval-seeds", 1000, "--other-seeds", 1000, "--eval-steps", 2, "--out", out]
+    args += ["--eval-seeds", 1000, "--other-seeds", 1000, "--eval-steps", 2, "--out", out, "--oracle", "none"]
     code, stdout, err = cli(args, capsys)
     assert code == 0, err
     assert "steps to resurgence" in stdout and "adam" in stdout and "sgd" in stdout

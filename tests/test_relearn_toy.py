@@ -23,7 +23,7 @@ from erase.relearn import summarize, verdict
 from erase.seeds import EVAL_IMAGE_SEEDS, EVAL_RELEARN_SEEDS
 
 SGD_LR = 0.1  # chosen on tuning seeds, see above
-BUDGET = 40
+BUDGET = 30
 
 
 @pytest.fixture(scope="module")

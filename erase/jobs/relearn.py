@@ -238,8 +238,7 @@ def run(cfg: RelearnJob) -> JobResult:
         concept=target.name,
         others=[c.name for c in others],
         configs=[c.__dict__ for c in configs],
-        lrs_from=cfg.lrs_from
-        and {"sweep": cfg.lrs_from, "chosen": {o: v[0] for o, v in cfg.chosen_lrs().items()}},
+        lrs_from=cfg.lrs_from and {"sweep": cfg.lrs_from, "chosen": {c.optimizer: c.lr for c in configs}},
         oracle=oracle if isinstance(oracle, str) or oracle is None else {"reused": cfg.oracle},
         # Each process runs (and the main one checkpoints) its share of the configs, so a
         # resume must split them the same way.
