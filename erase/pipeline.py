@@ -43,6 +43,7 @@ import yaml
 from erase import jobs
 from erase.errors import EraseError
 from erase.jobs.base import FieldError, JobConfig, ModelOptions, option, positive, required_fields
+from erase.seeds import eval_image_seeds
 
 MODEL = ("model", "device", "dtype", "allow_pickle")
 EDITS = ("erase", "untrain", "use")  # the stages that give the later ones an edit
@@ -115,7 +116,7 @@ class UseStage(JobConfig):
 class ScoreStage(JobConfig):
     """Held-out scores: of the edit, before and after; alone, of the named concepts."""
 
-    seeds: tuple[int, ...] = option((1000, 1001, 1002, 1003), "held-out seeds", grammar="seeds")
+    seeds: tuple[int, ...] = option(eval_image_seeds(4), "held-out seeds", grammar="seeds")
     steps: int = option(25, "sampling steps")
     concepts: tuple[str, ...] | None = option(None, "alone (no edit stage): what to score", grammar="list")
 

@@ -36,3 +36,8 @@ def split_of(seeds: Iterable[int], kind: str = "image") -> str:
     if any(s in tuning for s in seeds) and any(s in evaluation for s in seeds):
         return "mixed"
     return "undeclared"
+
+
+def eval_image_seeds(n: int) -> tuple[int, ...]:
+    """The first ``n`` evaluation image seeds: the default of every job that scores images."""
+    return tuple(EVAL_IMAGE_SEEDS[:n])

@@ -18,6 +18,7 @@ from erase.jobs.base import (
     start_record,
 )
 from erase.jobs.generate import SamplingOptions
+from erase.seeds import eval_image_seeds
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,7 +41,7 @@ class AuditJob(ModelOptions, JudgeOptions, OutOptions, SamplingOptions):
         None, "folder of relearned weights from `erase relearn --save-weights` (default RUN/relearn)"
     )
     no_relearned: bool = option(False, "leave out relearned weights")
-    seeds: tuple[int, ...] = option((1000, 1001), "seeds, the same in every column", grammar="seeds")
+    seeds: tuple[int, ...] = option(eval_image_seeds(2), "seeds, the same in every column", grammar="seeds")
     erased_prompts: int = option(4, "held-out prompts of the concept")
     neighbours: int = option(3, "concepts of its group, one prompt each")
     unrelated: int = option(2, "prompts from other groups")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from erase.errors import EraseError
 from erase.jobs.base import EditOptions, JobResult, open_run, option, positive, start_record
+from erase.seeds import eval_image_seeds
 
 
 def _method_help() -> str:
@@ -43,7 +44,7 @@ class ConceptJob(EditOptions):
         grammar="list",
     )
     eval_seeds: tuple[int, ...] = option(
-        (1000, 1001, 1002, 1003), "held-out seeds for before/after scores", grammar="seeds"
+        eval_image_seeds(4), "held-out seeds for before/after scores", grammar="seeds"
     )
     eval_steps: int = option(25, "sampling steps of the before/after images")
     no_score: bool = option(False, "skip before/after scoring")

@@ -17,7 +17,7 @@ from erase.jobs.base import (
     record_config,
     start_record,
 )
-from erase.seeds import split_of
+from erase.seeds import eval_image_seeds, split_of
 
 # Relearning learning rates per optimizer: on the toy world (all parameters, batch 4) SGD at 0.1
 # wrecks the model and at 0.5 diverges; 0.03 is the largest that learns. Adam at 3e-4 is the setting
@@ -81,10 +81,10 @@ class RelearnJob(RunOptions):
         False, "end each run at resurgence (a sweep's shortcut; the other concepts are then read there)"
     )
     eval_seeds: tuple[int, ...] = option(
-        tuple(range(1000, 1006)), "held-out seeds for the concept", grammar="seeds"
+        eval_image_seeds(6), "held-out seeds for the concept", grammar="seeds"
     )
     other_seeds: tuple[int, ...] = option(
-        (1000, 1001), "held-out seeds for the other concepts", grammar="seeds"
+        eval_image_seeds(2), "held-out seeds for the other concepts", grammar="seeds"
     )
     others_at: str = option(
         "every",

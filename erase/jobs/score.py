@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from erase.errors import EraseError
 from erase.jobs.base import JobResult, JudgeOptions, ModelOptions, OutOptions, option, positive, start_record
 from erase.jobs.generate import SamplingOptions
+from erase.seeds import eval_image_seeds
 
-EVAL_SEEDS = tuple(range(1000, 1008))  # the held-out seeds every score reports by default
+EVAL_SEEDS = eval_image_seeds(8)  # the held-out seeds every score reports by default
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from erase.jobs.base import EditOptions, JobResult, open_run, option, positive, start_record
+from erase.seeds import eval_image_seeds
 
 
 def _method_help() -> str:
@@ -37,9 +38,7 @@ class UntrainJob(EditOptions):
     score: tuple[str, ...] = option(
         (), "concepts to score before/after with the judge, e.g. red", grammar="list"
     )
-    eval_seeds: tuple[int, ...] = option(
-        (1000, 1001, 1002, 1003), "held-out seeds of the scores", grammar="seeds"
-    )
+    eval_seeds: tuple[int, ...] = option(eval_image_seeds(4), "held-out seeds of the scores", grammar="seeds")
     eval_steps: int = option(10, "sampling steps of the scored images")
 
     def check(self) -> None:
