@@ -388,6 +388,10 @@ def summarize(runs: Sequence[dict], concept: str, original: float) -> list[dict]
                 "censored": sum(s is None for s in ran),
                 "diverged": per_seed.count("diverged"),
                 "peak": float(np.mean([max(p["accuracy"][concept] for p in r["curve"]) for r in rs])),
+                # Pooled over seeds, each run at its best point (so a peak is never shown without n).
+                "peak_count": _count(
+                    [max(r["curve"], key=lambda p: p["accuracy"][concept]) for r in rs], concept
+                ),
                 "final": float(np.mean([r["curve"][-1]["accuracy"][concept] for r in rs])),
                 # The same as a count over seeds (images that show the concept at each run's end).
                 "final_count": _count([r["curve"][-1] for r in rs], concept),
@@ -523,20 +527,3 @@ def choose_lr(rows: Sequence[dict]) -> dict:
 
     best = min(rows, key=key)
     return best | {"came_back": best["median"] is not None}
-
-
-def resurgence_ratio(row: dict, oracle_row: dict | None) -> str:
-    """Steps to resurgence of the erased model over those of a model that never learned the
-    concept (the unlearning oracle). Near 1: as deep as never having learned; far below: hidden."""
-    if oracle_row is None:
-        return "n/a"
-    if "diverged" in (row_resurgence(row), row_resurgence(oracle_row)):
-        return "n/a (diverged)"
-    a, b = row["median"], oracle_row["median"]
-    if a is None and b is None:
-        return "both > budget"
-    if b is None:
-        return f"< {a / row['budget']:.2f}"
-    if a is None:
-        return f"> {row['budget'] / b:.2f}"
-    return f"{a / b:.2f}"

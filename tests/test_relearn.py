@@ -18,7 +18,6 @@ from erase.relearn import (
     format_resurgence,
     load_image_folder,
     relearn,
-    resurgence_ratio,
     steps_to_resurgence,
     summarize,
 )
@@ -94,17 +93,6 @@ def test_censored_median_never_invents_a_number():
     assert censored_median([10, None, None]) is None  # the middle run never came back
     assert censored_median([10, 20, None, None]) is None
     assert censored_median([10, 20, 30, None]) == 25
-
-
-def test_resurgence_ratio_against_the_oracle():
-    def row(m):
-        return {"median": m, "budget": 100}
-
-    assert resurgence_ratio(row(20), row(40)) == "0.50"
-    assert resurgence_ratio(row(20), row(None)) == "< 0.20"  # the oracle took more than 100
-    assert resurgence_ratio(row(None), row(50)) == "> 2.00"
-    assert resurgence_ratio(row(None), row(None)) == "both > budget"
-    assert resurgence_ratio(row(20), None) == "n/a"
 
 
 def test_summary_rows_per_optimizer_and_lr():
@@ -285,7 +273,7 @@ def _run(steps_back, diverged, budget=100):
 
 
 def test_a_diverged_run_is_never_reported_as_held():
-    from erase.relearn import format_summary, resurgence_ratio, row_resurgence
+    from erase.relearn import format_summary, row_resurgence, verdict
 
     held = summarize([_run(None, False)], "red", 1.0)[0]
     blew = summarize([_run(None, True), _run(None, True)], "red", 1.0)[0]
@@ -299,7 +287,7 @@ def test_a_diverged_run_is_never_reported_as_held():
     )
     assert row_resurgence(mixed) == "30" and mixed["diverged"] == 1  # the median of the runs that ran
     assert row_resurgence(back_then_blew) == "20"  # it came back before the loss blew up
-    assert resurgence_ratio(blew, held) == "n/a (diverged)"
+    assert verdict(blew, held)["outcome"] == "diverged"  # never "held"
 
 
 def test_the_verdict_is_judged_against_the_oracle():
@@ -401,3 +389,34 @@ def test_rates_from_a_sweep_come_with_disjoint_seeds(tmp_path):
         RelearnJob(run="x", optimizers={"adam": ()}, lrs_from=str(tmp_path)).configs()
     with pytest.raises(FieldError, match="learning rate must be positive"):
         RelearnJob(run="x", optimizers={"sgd": ()})  # no rates and no sweep to take them from
+
+
+def test_compare_gives_each_run_the_verdict_of_the_oracle_it_was_calibrated_on(tmp_path, capsys):
+    """A run calibrated by `erase relearn` (its record holds the oracle's runs) is judged against
+    them; an uncalibrated one says so; --oracle judges every run against the one given."""
+
+    def record(folder, runs, oracle_runs=None, method="uce"):
+        res = {
+            "concept": "red",
+            "method": method,
+            "original": {"accuracy": {"red": 1.0}},
+            "runs": runs,
+            "summary": summarize(runs, "red", 1.0),
+        }
+        if oracle_runs is not None:
+            res["oracle"] = {"runs": oracle_runs, "summary": summarize(oracle_runs, "red", 1.0)}
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "relearn.json").write_text(json.dumps({"results": res}))
+        return tmp_path / folder
+
+    held = record("held", [_run(None, False)], oracle_runs=[_run(30, False)])
+    plain = record("plain", [_run(None, False)], method="esd-x")
+    code, stdout, err = cli(["compare", held, plain], capsys)
+    assert code == 0, err
+    lines = {line.split("|")[1].strip(): line for line in stdout.splitlines() if line.startswith("| ")}
+    assert "held: > 100 steps, while the oracle came back in 30" in lines["uce"], stdout
+    assert "uncalibrated" in lines["esd-x"], stdout
+    oracle = record("oracle", [_run(50, False)], method="oracle")
+    code, stdout, err = cli(["compare", plain, "--oracle", oracle], capsys)
+    assert code == 0, err
+    assert "held: > 100 steps, while the oracle came back in 50" in stdout, stdout

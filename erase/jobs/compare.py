@@ -3,7 +3,6 @@ optimizer's best learning rate, and against an oracle's when given."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,16 +28,8 @@ class CompareJob(JobConfig):
             raise EraseError("compare needs at least one relearning folder")
 
 
-def relearn_folder(spec: str) -> Path:
-    p = Path(spec)
-    for cand in (p, p / "relearn"):
-        if (cand / "relearn.json").is_file():
-            return cand
-    raise EraseError(f"{spec} holds no relearn.json; run `erase relearn RUN` first")
-
-
 def _cells(label: str, res: dict, optimizers: list[str], oracle: dict | None) -> dict:
-    from erase.relearn import choose_lr, format_range, resurgence_ratio, row_resurgence
+    from erase.relearn import choose_lr, format_range, row_resurgence, verdict
 
     c = res["concept"]
     cells = {"method": label, "concept": c}
@@ -47,48 +38,51 @@ def _cells(label: str, res: dict, optimizers: list[str], oracle: dict | None) ->
     for opt in optimizers:
         rows = [row for row in res["summary"] if row["optimizer"] == opt]
         if not rows:
-            cells[opt] = cells[f"{opt} / oracle"] = "not run"
+            cells[opt] = cells[f"{opt}: verdict"] = "not run"
             continue
         best = choose_lr(rows)  # the attacker's best learning rate, by the sweep's rule
         cells[opt] = f"{row_resurgence(best)} ({format_range(best)}) @ lr {best['lr']:g}"
-        if oracle:
-            match = [o for o in oracle["summary"] if o["optimizer"] == opt and o["lr"] == best["lr"]]
-            cells[f"{opt} / oracle"] = resurgence_ratio(best, match[0] if match else None)
+        same = [
+            o for o in (oracle or {}).get("summary", []) if (o["optimizer"], o["lr"]) == (opt, best["lr"])
+        ]
+        # Without an oracle's row for it, the verdict says "uncalibrated".
+        cells[f"{opt}: verdict"] = verdict(best, same[0] if same else None)["text"]
     return cells
+
+
+def _oracle_of(res: dict, given: dict | None) -> dict | None:
+    """The oracle's relearning to judge a run against: --oracle when given, else the one the run
+    was calibrated on (``erase relearn`` attacks the oracle too), else none."""
+    return given if given is not None else res.get("oracle")
 
 
 def run(cfg: CompareJob) -> JobResult:
     from erase.io import atomic_dir, check_writable, write_json
+    from erase.jobs.relearn import read_relearning
     from erase.report.console import markdown_table
 
-    folders = [relearn_folder(r) for r in cfg.runs]
-    oracle = (
-        json.loads((relearn_folder(cfg.oracle) / "relearn.json").read_text())["results"]
-        if cfg.oracle
-        else None
-    )
+    records = [read_relearning(r) for r in cfg.runs]
+    given = read_relearning(cfg.oracle) if cfg.oracle else None
     if cfg.out:
         check_writable(cfg.out, cfg.overwrite)
-    records = [json.loads((f / "relearn.json").read_text())["results"] for f in folders]
     optimizers = list(dict.fromkeys(row["optimizer"] for r in records for row in r["summary"]))
+    judged = given is not None or any(r.get("oracle") for r in records)
     header = ["method", "concept", "original", "erased", *optimizers]
-    header += [f"{o} / oracle" for o in optimizers] if oracle else []
-    labelled = [(r["method"], r) for r in records] + (
-        [(f"oracle ({oracle['method']})", oracle)] if oracle else []
-    )
-    table = [_cells(label, res, optimizers, oracle) for label, res in labelled]
+    header += [f"{o}: verdict" for o in optimizers] if judged else []
+    labelled = [(r["method"], r, _oracle_of(r, given)) for r in records]
+    if given is not None:
+        labelled.append((f"oracle ({given['method']})", given, given))
+    table = [_cells(label, res, optimizers, oracle) for label, res, oracle in labelled]
     text = markdown_table(header, [[cells.get(h, "") for h in header] for cells in table])
     print("steps to resurgence: median over relearning seeds (range over seeds), at each optimizer's best lr")
-    if oracle:
+    if judged:
         print(
-            "x / oracle: the same attack's steps on a model that never learned the concept; ~1 deep, << 1 hidden"
+            "verdict: against the same attack on a model that never learned the concept "
+            "(--oracle, or the oracle the run was calibrated on)"
         )
     print(text)
     if cfg.out:
         with atomic_dir(cfg.out) as tmp:
             (tmp / "compare.md").write_text(text + "\n")
-            write_json(
-                tmp / "compare.json",
-                {"runs": [str(f) for f in folders], "oracle": cfg.oracle, "table": table},
-            )
+            write_json(tmp / "compare.json", {"runs": list(cfg.runs), "oracle": cfg.oracle, "table": table})
     return JobResult(cfg.out, {"table": table})

@@ -377,7 +377,8 @@ def _relearn_sections(rows: list[dict]) -> list[str]:
         budget = summary[0]["budget"]
         lines += [
             f"## Learning-rate sweep: {r['run']} (median steps to resurgence over {len(summary[0]['seeds'])} "
-            f"seeds, '> {budget}': not back; mean peak accuracy)",
+            f"seeds, '> {budget}': not back; mean peak accuracy over seeds, with the images at each run's "
+            "best point pooled)",
             "",
         ]
         table = []
@@ -387,7 +388,7 @@ def _relearn_sections(rows: list[dict]) -> list[str]:
         ]
         for c in chosen:
             own = sorted((x for x in summary if x["optimizer"] == c["optimizer"]), key=lambda x: x["lr"])
-            cells = [f"{x['lr']:g}: {row_resurgence(x)}, peak {x['peak']:.2f}{_back(x)}" for x in own]
+            cells = [f"{x['lr']:g}: {row_resurgence(x)}, peak {_peak(x)}{_back(x)}" for x in own]
             note = "" if c["came_back"] else " (median not back)"
             table.append([c["optimizer"], *cells, f"{c['lr']:g}{note}"])
         width = max(len(t) for t in table) - 2
@@ -493,3 +494,9 @@ def write_study(out: Path, name: str, runs: list[tuple[str, Path]]) -> Path:
         tmp.write_text(text)
         tmp.replace(path)
     return md
+
+
+def _peak(row: dict) -> str:
+    """The mean peak over seeds, with its pooled count when the record has one (``12/24``)."""
+    count = row.get("peak_count")
+    return f"{row['peak']:.2f}" + (f" ({count[0]}/{count[1]})" if count else "")
