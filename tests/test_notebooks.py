@@ -69,23 +69,19 @@ def test_01_erase_and_audit(tmp_path):
 
 def test_02_relearning_optimizers(tmp_path):
     text, pngs = execute("02_relearning_optimizers.ipynb", tmp_path)
-    rows = {
-        m[0]: m[1:]
-        for m in re.findall(
-            r"^(UCE red -> blue|UCE cross)\s+([\d.]+)\s+([\d.]+)\s+(> 40|\d+)\s+(> 40|\d+)\s+([\d.]+) / ([\d.]+)$",
-            text,
-            re.M,
-        )
-    }
-    assert set(rows) == {"UCE red -> blue", "UCE cross"}, text
-    original, erased = float(rows["UCE red -> blue"][0]), float(rows["UCE red -> blue"][1])
-    assert original >= 0.8 and erased <= 0.2, text
-    for label, (_, _, sgd, adam, _, _) in rows.items():
-        # Evaluated every 20 steps of 40: a resurgence is step 20 or 40, or censored.
-        assert {sgd, adam} <= {"20", "40", "> 40"}, (label, text)
-    # No assertion compares the optimizers: one learning rate each and one seed cannot carry that
-    # conclusion (issue 16 measures it with learning-rate sweeps and several seeds).
-    assert pngs == 2  # one relearning plot per erasure
+    # Part 1 reads the committed sweeps: at 200 steps only Adam at 3e-4 brought red back.
+    assert re.search(r"016-sweep200-oracle-red: 20 settings x 2 seeds, budget 200", text), text
+    assert re.search(r"median back within the budget: 1 of 20 settings", text), text
+    assert "adam 0.0003: back in 160 steps" in text, text
+    # Part 2: a calibrated attack, a verdict per row, against the oracle found for the cross.
+    rows = dict(re.findall(r"^(sgd 0\.1|adam 0\.001)\s+(?:> 30|\d+)\s+(?:> 30|\d+)\s+(.+)$", text, re.M))
+    assert set(rows) == {"sgd 0.1", "adam 0.001"}, text
+    outcomes = ("came back", "held", "too weak to judge", "diverged")
+    assert all(v.startswith(outcomes) for v in rows.values()), rows
+    # On evaluation seeds the oracle relearns the cross under SGD 0.1 within 30 steps (as in
+    # tests/test_relearn_toy.py), so that row can never read "too weak to judge".
+    assert not rows["sgd 0.1"].startswith("too weak"), rows
+    assert pngs == 2  # the committed sweep figure, the live attack's curves
 
 
 def test_03_unlearning_vs_untraining(tmp_path):
