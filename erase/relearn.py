@@ -90,7 +90,8 @@ def generated_examples(
     if n <= 0:
         raise EraseError(f"the number of relearning examples must be positive, got {n}")
     chosen = [prompts[i % len(prompts)] for i in range(n)]
-    # Seeds far from the evaluation seeds (1000+) so that no evaluated image was trained on.
+    # Seeds far from the image seeds of tuning and evaluation (1000-2999, erase.seeds), so that no
+    # evaluated image was trained on.
     images = [
         generate(pipe, [p], [50_000 + seed * 1_000 + i], steps=steps, guidance=guidance, progress=False)[0]
         for i, p in enumerate(chosen)

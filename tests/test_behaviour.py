@@ -52,10 +52,14 @@ CASES = {
     "toy-demo": ["run", str(ROOT / "pipelines/toy-demo.yaml")],
 }
 FAST = ["concept-uce"]
+# The full ESD-x run (80 s) is slow: its two-step variant runs the same code in the efficacy tier.
+SLOW = ["concept-esd-x-full"]
 # CI's efficacy tier reruns one variant of each method file (the others share its code and were
-# checked when the hashes were recorded: every variant matched), the full ESD-x run and the demo.
+# checked when the hashes were recorded: every variant matched) and the demo.
 FIRST = set(names(one_per_file=True))
-EFFICACY = [n for n in CASES if n not in FAST and (not n.endswith("-s2") or n.split("-", 1)[1][:-3] in FIRST)]
+EFFICACY = [
+    n for n in CASES if n not in FAST + SLOW and (not n.endswith("-s2") or n.split("-", 1)[1][:-3] in FIRST)
+]
 
 
 def _check(name: str, tmp_path: Path) -> None:
@@ -74,4 +78,10 @@ def test_same_tensors_as_before_the_job_layer(name, tmp_path):
 @pytest.mark.efficacy
 @pytest.mark.parametrize("name", EFFICACY)
 def test_same_tensors_as_before_the_job_layer_every_method_and_the_demo(name, tmp_path):
+    _check(name, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SLOW)
+def test_same_tensors_as_before_the_job_layer_full_length(name, tmp_path):
     _check(name, tmp_path)

@@ -119,9 +119,9 @@ def test_commands_that_cannot_share_work_refuse_to_run_as_several(tmp_path, caps
 # Launched: two CPU processes over gloo ---------------------------------------------------------------
 
 
+@pytest.mark.efficacy  # the default suite launches two processes once, in the audit test below
 def test_two_processes_generate_exactly_like_one(tmp_path):
-    """The default suite's launch: 2 prompts x 3 seeds in batches of 2, so the two processes make
-    2 and 1 of the 3 batches; generation does not import the CLIP judge, which keeps this short."""
+    """2 prompts x 3 seeds in batches of 2, so the two processes make 2 and 1 of the 3 batches."""
     args = ["generate", "--prompt", "a red circle", "--prompt", "a blue square", "--seeds", "0-2"]
     args += ["--steps", "3", "--batch-size", "2"]
     two_and_one(args, tmp_path, reports="wrote 6 images")
@@ -172,6 +172,8 @@ def test_two_processes_relearn_exactly_like_one(tmp_path):
         "1000",
         "--eval-steps",
         "3",
+        "--oracle",
+        "none",  # the oracle's runs share the same code path; they would double the time
     ]
     two_and_one(args, tmp_path, timeout=600)
     two = json.loads((tmp_path / "two" / "relearn.json").read_text())["results"]

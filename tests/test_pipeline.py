@@ -56,7 +56,10 @@ BAD = [
     ("name: x\nstages: [erase: {concept: red}\n", "not valid YAML"),
     ("name: x\nstages:\n  - erase: {concept: red}\n  - polish: {}\n", "unknown stage 'polish'"),
     ("name: x\nstages:\n  - relearn: {steps: 5}\n", "needs an erase, untrain or use stage before it"),
-    ("name: x\nstages:\n  - use: {run: no/such/run}\n  - relearn: {}\n", "stages[0].use.run: delta no/such/run does not exist"),
+    (
+        "name: x\nstages:\n  - use: {run: no/such/run}\n  - relearn: {}\n",
+        "stages[0].use.run: delta no/such/run does not exist",
+    ),
     (
         "name: x\nstages:\n  - use: {run: erase/toy/oracles/color=red}\n  - score: {}\n",
         "a used edit was scored when it was made",
@@ -67,7 +70,10 @@ BAD = [
     ("name: x\nstages:\n  - erase: {concept: red, method: ga}\n", "(untraining) method"),
     ("name: x\nstages:\n  - erase: {concept: red, colour: 3}\n", "is not a field here"),
     ("name: x\nstages:\n  - erase: {concept: purple}\n", "'purple' is not in"),
-    ("name: x\nstages:\n  - erase: {concept: red}\n  - relearn: {optimizers: {rmsprop: [1]}}\n", "optimizers"),
+    (
+        "name: x\nstages:\n  - erase: {concept: red}\n  - relearn: {optimizers: {rmsprop: [1]}}\n",
+        "optimizers",
+    ),
     ("stages:\n  - erase: {concept: red}\n", "name: is required"),
     ("- just a list\n", "a YAML mapping"),
     (

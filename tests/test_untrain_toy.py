@@ -20,6 +20,8 @@ from erase.unlearn import run_method
 from erase.untrain import Probe, heldout_twins, measure
 
 FORGET = "toy:color=red:n=32"
+# Each test judges or trains on the toy world (tens of seconds to minutes): the efficacy tier.
+pytestmark = pytest.mark.efficacy
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +39,11 @@ def test_the_untraining_oracle_still_draws_the_concept_and_the_unlearning_oracle
     acc = {}
     for name, spec in oracles.items():
         pipe = load_pipeline(spec, device="cpu")
-        res = score_concepts(pipe, toy_judge, [red], seeds=[1000, 1001], steps=10, progress=False)
+        res = score_concepts(pipe, toy_judge, [red], seeds=[2000, 2001], steps=10, progress=False)
         acc[name] = res["concepts"]["red"]["accuracy"]
     assert acc["untraining"] >= 0.8, acc  # 32 of 1200 red samples left out: red is still learned
-    # Never saw a red sample: red drops far, but not to zero (measured 0.42 on 24 images): the frozen
+    # Never saw a red sample: red drops far, but not to zero (measured 8/24 on these evaluation
+    # seeds, as in notebook 03; 0.42 on tuning seeds 1000-1001): the frozen
     # text encoder still places "red" near the colours it was trained with, so the ideal concept
     # erasure of this toy is not 0%.
     assert acc["unlearning"] <= acc["untraining"] - 0.4, acc
@@ -75,7 +78,7 @@ def test_gradient_ascent_raises_the_forget_loss_and_moves_away_from_the_oracle(o
     assert after["distance_to_oracle"] > 2 * before["distance_to_oracle"], (before, after)
 
 
-@pytest.mark.efficacy  # about 3 minutes: two HAMU runs (two backward passes a step) and the judge
+# About 3 minutes: two HAMU runs (two backward passes a step) and the judge
 def test_hamu_tells_an_easy_pair_from_a_hard_one_and_the_easy_pair_keeps_more(probes, toy_judge, toy_book):
     forget, _, _ = probes
     pairs = {  # retain set, and the concepts it shows
