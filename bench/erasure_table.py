@@ -82,7 +82,11 @@ def main():
             )
             done = folder / "record.json"
             if done.is_file() and (folder / "delta.safetensors").is_file():  # kept from a run cut short
-                res = json.loads(done.read_text())["results"]
+                kept = json.loads(done.read_text())
+                mine = {k: getattr(job, k) for k in ("method", "concept", "anchor", "set", "seed")}
+                if {k: kept["config"].get(k) for k in mine} != mine:
+                    raise SystemExit(f"{folder} holds an edit made with other settings; use another --runs")
+                res = kept["results"]
             else:
                 res = run(job).results
             after = scores(load_pipeline(f"toy+{folder}", device="cpu"))
