@@ -28,8 +28,8 @@ from erase.jobs import ConceptJob, run
 from erase.methods import names
 from erase.models import load_judge, load_pipeline
 from erase.score import score_concepts
-from erase.seeds import EVAL_IMAGE_SEEDS, split_of
-from erase.specs import parse_seeds
+from erase.seeds import eval_image_seeds, split_of
+from erase.specs import format_seeds, parse_seeds
 from erase.stats import wilson
 
 COLORS = ["red", "green", "blue", "yellow"]
@@ -44,7 +44,7 @@ def main():
     )
     p.add_argument("--methods", default=",".join(names("unlearning", one_per_file=True)))
     p.add_argument("--concepts", default="cross,red")
-    p.add_argument("--seeds", default=f"{EVAL_IMAGE_SEEDS[0]}-{EVAL_IMAGE_SEEDS[0] + 2}", help="image seeds")
+    p.add_argument("--seeds", default=format_seeds(eval_image_seeds(3)), help="image seeds")
     p.add_argument("--steps", type=int, default=15, help="sampling steps when scoring")
     p.add_argument(
         "--runs",

@@ -50,12 +50,6 @@ def _cells(label: str, res: dict, optimizers: list[str], oracle: dict | None) ->
     return cells
 
 
-def _oracle_of(res: dict, given: dict | None) -> dict | None:
-    """The oracle's relearning to judge a run against: --oracle when given, else the one the run
-    was calibrated on (``erase relearn`` attacks the oracle too), else none."""
-    return given if given is not None else res.get("oracle")
-
-
 def run(cfg: CompareJob) -> JobResult:
     from erase.io import atomic_dir, check_writable, write_json
     from erase.jobs.relearn import read_relearning
@@ -69,7 +63,8 @@ def run(cfg: CompareJob) -> JobResult:
     judged = given is not None or any(r.get("oracle") for r in records)
     header = ["method", "concept", "original", "erased", *optimizers]
     header += [f"{o}: verdict" for o in optimizers] if judged else []
-    labelled = [(r["method"], r, _oracle_of(r, given)) for r in records]
+    # Each run is judged against --oracle when given, else against the oracle it was calibrated on.
+    labelled = [(r["method"], r, given if given is not None else r.get("oracle")) for r in records]
     if given is not None:
         labelled.append((f"oracle ({given['method']})", given, given))
     table = [_cells(label, res, optimizers, oracle) for label, res, oracle in labelled]
