@@ -388,6 +388,8 @@ def summarize(runs: Sequence[dict], concept: str, original: float) -> list[dict]
                 "range": [min(finite), max(finite) if len(finite) == len(ran) else None] if finite else None,
                 "censored": sum(s is None for s in ran),
                 "diverged": per_seed.count("diverged"),
+                # Runs whose loss blew up at any point, after a resurgence too (what a base check asks).
+                "blew_up": sum(bool(r.get("diverged")) for r in rs),
                 "peak": float(np.mean([max(p["accuracy"][concept] for p in r["curve"]) for r in rs])),
                 # Pooled over seeds, each run at its best point (so a peak is never shown without n).
                 "peak_count": _count(
@@ -397,6 +399,10 @@ def summarize(runs: Sequence[dict], concept: str, original: float) -> list[dict]
                 # The same as a count over seeds (images that show the concept at each run's end).
                 "final_count": _count([r["curve"][-1] for r in rs], concept),
                 "others_final": {k: float(np.mean([a[k] for a in lasts if k in a])) for k in others},
+                # Where every run started (one shared point): what the erasure left, before the attack.
+                "start": rs[0]["curve"][0]["accuracy"][concept],
+                "start_count": _count(rs[0]["curve"][:1], concept),
+                "others_start": {k: v for k, v in rs[0]["curve"][0]["accuracy"].items() if k != concept},
             }
         )
     return rows
@@ -459,6 +465,10 @@ def format_summary(rows: Sequence[dict], concept: str, original: float, erased: 
         if row["others_final"]:
             others = ", ".join(f"{k} {v:.2f}" for k, v in row["others_final"].items())
             lines.append(f"{'':<9} {'':>8} other concepts at the end: {others}")
+        if row.get("base_check"):
+            b = row["base_check"]
+            others = "".join(f", {k} {v:.2f}" for k, v in b["others_final"].items())
+            lines.append(f"{'':<9} {'':>8} base check: the attack {b['text']}{others}")
     lines.append(
         f"median over {len(rows[0]['seeds'])} relearning seeds; '> N': not back within the budget; "
         "'diverged': the loss blew up first (not evidence that the erasure held)"
@@ -509,6 +519,30 @@ def verdict(row: dict, oracle_row: dict | None) -> dict:
     return {
         "outcome": "held",
         "text": f"held: > {budget} steps, while the oracle came back in {oracle_row['median']:g}",
+    }
+
+
+def base_check(base_row: dict) -> dict:
+    """The same attack on the original model, where nothing was erased: whether it keeps the concept
+    (every run ends at or above the bar, none diverged), and what it does to the other concepts by
+    itself, the reference for the damage an attack on an erasure does to them. An attack that
+    loses the concept on the original teaches something other than the concept at that rate."""
+    diverged = base_row.get("blew_up", base_row.get("diverged", 0))
+    kept = not diverged and base_row["final"] >= base_row["threshold"]
+    final = format_final(base_row)
+    if diverged:
+        text = f"diverged on the original ({diverged}/{len(base_row['seeds'])} runs)"
+    elif kept:
+        text = f"keeps the concept on the original (final {final})"
+    else:
+        text = f"loses the concept on the original (final {final}, bar {base_row['threshold']:.2f})"
+    return {
+        "kept": kept,
+        "final": base_row["final"],
+        "final_count": base_row.get("final_count"),
+        "diverged": diverged,
+        "others_final": base_row["others_final"],
+        "text": text,
     }
 
 

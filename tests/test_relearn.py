@@ -212,7 +212,7 @@ def test_relearn_and_compare_write_curves_plot_and_table(uce_run, tmp_path, caps
     args = ["relearn", uce_run, "--optimizers", "sgd,adam", "--lrs", "sgd=0.1", "--lrs", "adam=1e-3,3e-4"]
     args += ["--steps", 2, "--eval-every", 1, "--seeds", "0,1", "--examples", 2, "--others", "green"]
     args += ["--eval-seeds", 1000, "--other-seeds", 1000, "--eval-steps", 2, "--out", out, "--oracle", "none"]
-    code, stdout, err = cli(args, capsys)
+    code, stdout, err = cli([*args, "--base-check"], capsys)
     assert code == 0, err
     assert "steps to resurgence" in stdout and "adam" in stdout and "sgd" in stdout
     rec = json.loads((out / "relearn.json").read_text())
@@ -224,6 +224,12 @@ def test_relearn_and_compare_write_curves_plot_and_table(uce_run, tmp_path, caps
     assert len(res["summary"]) == 3 and rec["trainable_parameters"] > 0
     assert rec["prompt_hashes"]["relearning examples"]["n"] == 2
     assert (out / "relearn.png").stat().st_size > 10_000
+    # The same attack on the original: every config again, the whole budget, its row beside each.
+    base = res["base"]
+    assert [r["config"] for r in base["runs"]] == [
+        r["config"] | {"stop_at_resurgence": False} for r in res["runs"]
+    ]
+    assert all("kept" in row["base_check"] for row in res["summary"]) and "base check: the attack" in stdout
 
     code, stdout, err = cli(["compare", out, out, "--out", tmp_path / "cmp"], capsys)
     assert code == 0, err
@@ -306,6 +312,20 @@ def test_the_verdict_is_judged_against_the_oracle():
     came = verdict(back40, back20)
     assert came["outcome"] == "came back" and "2.00x the oracle's 20" in came["text"]
     assert verdict(back20, held)["outcome"] == "came back"  # back even where the oracle was not
+
+
+def test_the_base_check_says_whether_the_attack_keeps_the_concept_where_nothing_was_erased():
+    from erase.relearn import base_check
+
+    def row(*runs):
+        return summarize(list(runs), "red", 1.0)[0]
+
+    kept = base_check(row(_run(0, False)))
+    assert kept["kept"] and "keeps the concept" in kept["text"]
+    lost = base_check(row(_run(0, False), _run(None, False)))  # one seed ends at 0.0: the mean 0.5
+    assert not lost["kept"] and "loses the concept" in lost["text"] and "bar 0.80" in lost["text"]
+    blew = base_check(row(_run(0, True)))  # at the bar where it stopped, but the loss blew up
+    assert not blew["kept"] and "diverged on the original (1/1 runs)" in blew["text"]
 
 
 def test_the_learning_rate_rule_picks_the_fastest_that_did_not_diverge():
@@ -420,3 +440,30 @@ def test_compare_gives_each_run_the_verdict_of_the_oracle_it_was_calibrated_on(t
     code, stdout, err = cli(["compare", plain, "--oracle", oracle], capsys)
     assert code == 0, err
     assert "held: > 100 steps, while the oracle came back in 50" in stdout, stdout
+
+
+def test_the_study_table_shows_the_start_the_verdict_and_the_others_before_and_after():
+    """Seed 002's table (a study's relearning section): the concept where the attack began, with its
+    count, each optimizer's steps and verdict against the oracle, the base check, and the other
+    concepts at the start -> at the end."""
+    from erase.relearn import base_check, verdict
+    from erase.report.html import _relearn_sections
+
+    def with_counts(run, others_end):
+        for p in run["curve"]:
+            hit = int(p["accuracy"]["red"] * 24)
+            p |= {"hits": {"red": hit}, "n": {"red": 24}}
+        run["curve"][0]["accuracy"]["blue"] = 0.9
+        run["curve"][-1]["accuracy"]["blue"] = others_end
+        return run
+
+    erased = summarize([with_counts(_run(None, False), 0.5)], "red", 1.0)[0]
+    oracle = summarize([with_counts(_run(20, False), 0.8)], "red", 1.0)[0]
+    erased["verdict"] = verdict(erased, oracle)
+    erased["base_check"] = base_check(summarize([with_counts(_run(0, False), 0.7)], "red", 1.0)[0])
+    rows = [{"run": "uce-red", "method": "uce", "relearn": {"summary": [erased], "sweep": False}}]
+    md = "\n".join(_relearn_sections(rows))
+    assert (
+        "| uce-red | uce | 0.00 (0/24) | > 100 (none came back) held @ 1; on the original: kept | 0.90 -> 0.50 |"
+        in md
+    )

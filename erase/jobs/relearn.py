@@ -3,7 +3,7 @@ optimizers, learning rates and seeds, and count the steps until it comes back (`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from erase.errors import EraseError
@@ -92,6 +92,11 @@ class RelearnJob(RunOptions):
         "study's cheaper setting; the curve of the others is then two points)",
     )
     eval_steps: int = option(10, "sampling steps of evaluation images")
+    base_check: bool = option(
+        False,
+        "also attack the original model the same way: whether the attack keeps the concept where "
+        "nothing was erased, and what it does to the other concepts by itself",
+    )
     save_weights: bool = option(
         False, "also save each optimizer x lr's relearned weights (first seed) as a delta, for `erase audit`"
     )
@@ -357,6 +362,20 @@ def _attack(cfg, run, rec, path, meta, target, others, configs, examples, out, o
         oracle_rows = summarize(oracle_runs, target.name, acc0)
     elif meta.get("oracle"):  # the model attacked is an oracle: its own runs are the calibration
         oracle, oracle_rows = "itself", rows
+    base_runs = []
+    if cfg.base_check:
+        # The original starts at the bar, so a run stopped at resurgence would stop at its first
+        # point: every base run goes the whole budget.
+        pipe = opipe = None  # the attacked models, freed before the original is loaded again
+        bpipe = cfg.load(base)
+        base_runs = attack(
+            bpipe,
+            data,
+            [replace(c, stop_at_resurgence=False) for c in configs],
+            Evaluator(bpipe, judge, target, others, **seeds),
+            checkpoint=run.checkpoint,
+            bar=bar,
+        )
     # Each process kept the weights of its own configs; the main one writes them all.
     relearned = dict(distributed.gather(list(keep.kept.items()))) if keep else {}
     if not distributed.is_main():
@@ -375,6 +394,9 @@ def _attack(cfg, run, rec, path, meta, target, others, configs, examples, out, o
             "runs": oracle_runs,
         },
         "images_per_point": evaluate.images_per_point,
+        "base": {"summary": summarize(base_runs, target.name, acc0), "runs": base_runs}
+        if base_runs
+        else None,
     }
     return _write(cfg, run, rec, results, relearned, len(examples.images), out, str(judge.device))
 
@@ -382,7 +404,7 @@ def _attack(cfg, run, rec, path, meta, target, others, configs, examples, out, o
 def _write(cfg, run, rec, results, relearned: dict, n_examples: int, out, device: str) -> JobResult:
     from erase.delta import save_tensors
     from erase.io import write_json
-    from erase.relearn import choose_lr, format_summary, verdict
+    from erase.relearn import base_check, choose_lr, format_summary, verdict
     from erase.report.plots import plot_relearning, plot_sweep
 
     name, runs, rows = results["concept"], results["runs"], results["summary"]
@@ -390,8 +412,13 @@ def _write(cfg, run, rec, results, relearned: dict, n_examples: int, out, device
     erased = runs[0]["curve"][0]["accuracy"][name]
     oracle = results["oracle"]
     oracle_rows = {(r["optimizer"], r["lr"]): r for r in oracle["summary"]} if oracle else None
+    base_rows = (
+        {(r["optimizer"], r["lr"]): r for r in results["base"]["summary"]} if results.get("base") else {}
+    )
     for row in rows:
         row["verdict"] = verdict(row, oracle_rows.get((row["optimizer"], row["lr"])) if oracle else None)
+        if base_rows:
+            row["base_check"] = base_check(base_rows[(row["optimizer"], row["lr"])])
     # Each optimizer's best rate by the sweep rule: a later `--lrs-from` reads these.
     results["chosen"] = [
         choose_lr([r for r in rows if r["optimizer"] == o])

@@ -400,27 +400,57 @@ def _relearn_sections(rows: list[dict]) -> list[str]:
     attacks = [r for r in rows if r.get("relearn") and not r["relearn"]["sweep"]]
     if attacks:
         lines += [
-            "## Relearning at each optimizer's chosen rate (median steps over seeds, range, verdict vs the oracle)",
+            "## Relearning at each optimizer's chosen rate",
+            "",
+            "Each cell: median steps to resurgence over seeds ('> N': not back within the budget), the "
+            "range over seeds, the verdict against the oracle, the rate; then the other concepts' mean "
+            "accuracy at the start and at the end of the attack (every seed).",
             "",
         ]
         optimizers = list(dict.fromkeys(x["optimizer"] for r in attacks for x in r["relearn"]["summary"]))
         table = []
         for r in attacks:
-            by = {x["optimizer"]: x for x in r["relearn"]["summary"]}
-            cells = []
+            summary = r["relearn"]["summary"]
+            by = {x["optimizer"]: x for x in summary}
+            cells = [_start(summary[0])]
             for o in optimizers:
                 x = by.get(o)
                 if x is None:
                     cells += ["-", "-"]
                     continue
                 v = x.get("verdict", {}).get("outcome", "")
-                cells.append(f"{row_resurgence(x)} ({format_range(x)}) {v} @ {x['lr']:g}")
-                others = x["others_final"]
-                cells.append(f"{np.mean(list(others.values())):.2f}" if others else "-")
+                cells.append(f"{row_resurgence(x)} ({format_range(x)}) {v} @ {x['lr']:g}{_base(x)}")
+                cells.append(_others(x))
             table.append([r["run"], r.get("method") or "oracle", *cells])
-        header = [h for o in optimizers for h in (o, f"{o}: others at end")]
+        header = ["start"] + [h for o in optimizers for h in (o, f"{o}: others")]
         lines += [markdown_table(["run", "method", *header], table), ""]
     return lines
+
+
+def _start(row: dict) -> str:
+    """The concept where every attack began: ``0.08 (2/24)``; '-' in a record made before it was kept."""
+    if "start" not in row:
+        return "-"
+    kn = row.get("start_count")
+    return f"{row['start']:.2f}" + (f" ({kn[0]}/{kn[1]})" if kn else "")
+
+
+def _others(row: dict) -> str:
+    """The other concepts' mean accuracy at the start -> at the end of the attack."""
+    end = row["others_final"]
+    if not end:
+        return "-"
+    start = row.get("others_start") or {}
+    before = f"{np.mean([start[k] for k in end if k in start]):.2f} -> " if start else ""
+    return f"{before}{np.mean(list(end.values())):.2f}"
+
+
+def _base(row: dict) -> str:
+    """The base check, when the attack was run on the original too."""
+    b = row.get("base_check")
+    if not b:
+        return ""
+    return "; on the original: " + ("kept" if b["kept"] else "diverged" if b["diverged"] else "lost")
 
 
 def write_study(out: Path, name: str, runs: list[tuple[str, Path]]) -> Path:
