@@ -500,6 +500,8 @@ def verdict(row: dict, oracle_row: dict | None) -> dict:
     budget = row["budget"]
     if row_resurgence(row) == "diverged":
         return {"outcome": "diverged", "text": "diverged: the loss blew up before any resurgence"}
+    if row["median"] == 0:  # nothing to attack: a ratio to the oracle would read as "faster"
+        return {"outcome": "came back", "text": "not erased: at the bar before the attack's first step"}
     if row["median"] is not None:
         text = f"came back in {row['median']:g} steps"
         if oracle_row is not None and oracle_row["median"]:

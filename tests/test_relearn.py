@@ -312,6 +312,8 @@ def test_the_verdict_is_judged_against_the_oracle():
     came = verdict(back40, back20)
     assert came["outcome"] == "came back" and "2.00x the oracle's 20" in came["text"]
     assert verdict(back20, held)["outcome"] == "came back"  # back even where the oracle was not
+    at_once = verdict(row(_run(0, False)), back20)  # never erased: no ratio to the oracle
+    assert at_once["outcome"] == "came back" and at_once["text"].startswith("not erased"), at_once
 
 
 def test_the_base_check_says_whether_the_attack_keeps_the_concept_where_nothing_was_erased():

@@ -88,7 +88,7 @@ def test_hamu_tells_an_easy_pair_from_a_hard_one_and_the_easy_pair_keeps_more(pr
 
     def accuracy(pipe, names):
         res = score_concepts(
-            pipe, toy_judge, [toy_book.get(n) for n in names], seeds=[1000, 1001], steps=10, progress=False
+            pipe, toy_judge, [toy_book.get(n) for n in names], seeds=[2000, 2001], steps=10, progress=False
         )
         return {n: r["accuracy"] for n, r in res["concepts"].items()}
 
@@ -112,7 +112,9 @@ def test_hamu_tells_an_easy_pair_from_a_hard_one_and_the_easy_pair_keeps_more(pr
     seen = (k_easy, k_hard, forget_rise, retain_change, acc_drop)
     # Measured (toy settings: batches of 16, B = 0.05 lr): kappa 0.69 vs 0.85; forget loss +13% vs
     # +10%; retain loss -12% vs +8%; the judge's accuracy on the retained concepts did not move in
-    # either (blue 1.00, square 0.96; red 1.00): the loss shows the cost, the judge not yet.
+    # either (blue 1.00, square 0.96; red 1.00; on tuning seeds 1000-1001, where the setting was
+    # chosen; the test scores evaluation seeds 2000-2001 and passes there): the loss shows the cost,
+    # the judge not yet.
     assert k_hard > k_easy + 0.1, seen
     assert min(forget_rise.values()) > 0.03, seen  # both really forgot (the step's promise)
     assert retain_change["easy"] < retain_change["hard"] - 0.1, seen  # the easy pair keeps more

@@ -349,6 +349,14 @@ def _study_row(name: str, run: Path) -> dict:
                 row["verdict"] = log.get("verdict")
     if info["relearn"]:
         res = info["relearn"]["results"]
+        first = res["runs"][0]["curve"][0]["accuracy"] if res.get("runs") else {}
+        concept = res.get("concept")
+        for x in res["summary"]:  # a record made before rows kept where the attack began
+            if "start" not in x and concept in first:
+                x["start"] = first[concept]
+                x["others_start"] = {k: v for k, v in first.items() if k != concept}
+                hits, n = res["runs"][0]["curve"][0].get("hits", {}), res["runs"][0]["curve"][0].get("n", {})
+                x["start_count"] = [hits[concept], n[concept]] if concept in hits else None
         row["relearn"] = {
             "summary": res["summary"],
             "chosen": res.get("chosen", []),
@@ -418,7 +426,7 @@ def _relearn_sections(rows: list[dict]) -> list[str]:
                 if x is None:
                     cells += ["-", "-"]
                     continue
-                v = x.get("verdict", {}).get("outcome", "")
+                v = "not erased" if x["median"] == 0 else x.get("verdict", {}).get("outcome", "")
                 cells.append(f"{row_resurgence(x)} ({format_range(x)}) {v} @ {x['lr']:g}{_base(x)}")
                 cells.append(_others(x))
             table.append([r["run"], r.get("method") or "oracle", *cells])
