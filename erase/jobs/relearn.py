@@ -362,20 +362,9 @@ def _attack(cfg, run, rec, path, meta, target, others, configs, examples, out, o
         oracle_rows = summarize(oracle_runs, target.name, acc0)
     elif meta.get("oracle"):  # the model attacked is an oracle: its own runs are the calibration
         oracle, oracle_rows = "itself", rows
-    base_runs = []
     if cfg.base_check:
-        # The original starts at the bar, so a run stopped at resurgence would stop at its first
-        # point: every base run goes the whole budget.
         pipe = opipe = None  # the attacked models, freed before the original is loaded again
-        bpipe = cfg.load(base)
-        base_runs = attack(
-            bpipe,
-            data,
-            [replace(c, stop_at_resurgence=False) for c in configs],
-            Evaluator(bpipe, judge, target, others, **seeds),
-            checkpoint=run.checkpoint,
-            bar=bar,
-        )
+    base_runs = _base_check(cfg, base, data, configs, judge, target, others, seeds, run, bar)
     # Each process kept the weights of its own configs; the main one writes them all.
     relearned = dict(distributed.gather(list(keep.kept.items()))) if keep else {}
     if not distributed.is_main():
@@ -399,6 +388,25 @@ def _attack(cfg, run, rec, path, meta, target, others, configs, examples, out, o
         else None,
     }
     return _write(cfg, run, rec, results, relearned, len(examples.images), out, str(judge.device))
+
+
+def _base_check(cfg, base, data, configs, judge, target, others, seeds, run, bar) -> list[dict]:
+    """With ``--base-check``, the same attack on the original model (nothing erased). The original
+    starts at the bar, so a run stopped at resurgence would stop at its first point: every base run
+    goes the whole budget."""
+    from erase.relearn import Evaluator, attack
+
+    if not cfg.base_check:
+        return []
+    bpipe = cfg.load(base)
+    return attack(
+        bpipe,
+        data,
+        [replace(c, stop_at_resurgence=False) for c in configs],
+        Evaluator(bpipe, judge, target, others, **seeds),
+        checkpoint=run.checkpoint,
+        bar=bar,
+    )
 
 
 def _write(cfg, run, rec, results, relearned: dict, n_examples: int, out, device: str) -> JobResult:
