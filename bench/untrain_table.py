@@ -27,6 +27,7 @@ from erase.methods.base import EraseInputs
 from erase.models import load_judge, load_pipeline
 from erase.recipes.oracle import forget_oracle
 from erase.score import score_concepts
+from erase.seeds import EVAL_IMAGE_SEEDS, split_of
 from erase.specs import parse_seeds, parse_sets
 from erase.train import NonFiniteLoss
 from erase.unlearn import run_method
@@ -51,7 +52,11 @@ def main():
     p.add_argument("--forgets", default=FORGETS, help="forget specs separated by ;")
     p.add_argument("--retain", default="toy:rest:n=256", help="the retain set (erase data's default)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval-seeds", default="1000-1001", help="sampling seeds for the colour accuracies")
+    p.add_argument(
+        "--eval-seeds",
+        default=f"{EVAL_IMAGE_SEEDS[0]}-{EVAL_IMAGE_SEEDS[1]}",
+        help="image seeds for the colour accuracies (evaluation seeds; tuning runs pass 1000-1999)",
+    )
     p.add_argument("--repeats", type=int, default=8, help="noise draws per probed sample (erase data: 8)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", help="write the JSON here")
@@ -62,18 +67,20 @@ def main():
     book, judge = load_concepts("toy"), load_judge("toy", device="cpu")
     seeds = parse_seeds(args.eval_seeds)
 
-    def colours(pipe) -> dict[str, float]:
+    def colours(pipe) -> dict[str, dict]:
         res = score_concepts(
             pipe, judge, [book.get(c) for c in COLORS], seeds=seeds, steps=10, progress=False
         )
-        return {c: r["accuracy"] for c, r in res["concepts"].items()}
+        keep = ("accuracy", "hits", "n", "ci95")
+        return {c: {k: r[k] for k in keep} for c, r in res["concepts"].items()}
 
     rows = []
     for spec in args.forgets.split(";"):
         rows += forget_set_rows(spec, variants, args, colours)
     if args.out:
         with open(args.out, "w") as f:
-            json.dump({"args": vars(args), "rows": rows}, f, indent=2)
+            record = {"args": vars(args), "seed_split": split_of(seeds), "rows": rows}
+            json.dump(record, f, indent=2)
     table = markdown(rows)
     print(table)
     if args.md:
@@ -106,7 +113,7 @@ def forget_set_rows(spec: str, variants: list[tuple[str, dict]], args, colours) 
         r = common | {"method": name} | measure(pipe.unet, pipe.scheduler, probes, target)
         if reference:
             r["ratio_to_original"] = r["distance_to_oracle"] / reference
-        r |= {"accuracy": colours(pipe)} | extra
+        r |= {"colours": colours(pipe)} | extra
         rows.append(r)
         print(json.dumps(r), flush=True)
         return r
@@ -138,6 +145,11 @@ def forget_set_rows(spec: str, variants: list[tuple[str, dict]], args, colours) 
     return rows
 
 
+def rate(hits: int, n: int) -> str:
+    """``0.25 (6/24)``: every rate with its count."""
+    return f"{hits / n:.2f} ({hits}/{n})"
+
+
 def markdown(rows: list[dict]) -> str:
     lines = [
         "| forget set (oracle) | method | forget loss | retain loss | MIA AUC | distance to oracle "
@@ -145,15 +157,16 @@ def markdown(rows: list[dict]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        acc = r["accuracy"]
-        others = sum(acc[c] for c in COLORS if c != "red") / (len(COLORS) - 1)
+        acc = r["colours"]
+        hits = sum(acc[c]["hits"] for c in COLORS if c != "red")
+        n = sum(acc[c]["n"] for c in COLORS if c != "red")
         ratio = f" ({r['ratio_to_original']:.1f}x)" if "ratio_to_original" in r else ""
         time_ = f"{r['seconds']:.0f} s" if "seconds" in r else "-"
         note = " (guard stop)" if r.get("stopped") else ""
         lines.append(
             f"| {r['forget']} ({r['oracle_kind']}) | {r['method']}{note} | {r['forget_loss']:.3f} | "
             f"{r['retain_loss']:.3f} | {r['mia_auc']:.2f} | {r['distance_to_oracle']:.4f}{ratio} | "
-            f"{acc['red']:.2f} | {others:.2f} | {time_} |"
+            f"{rate(acc['red']['hits'], acc['red']['n'])} | {rate(hits, n)} | {time_} |"
         )
     return "\n".join(lines)
 

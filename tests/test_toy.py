@@ -14,7 +14,7 @@ from erase.toy import WEIGHTS
 @pytest.mark.efficacy  # about a minute
 def test_toy_model_draws_the_colour_and_shape_it_is_asked_for(toy_pipe, toy_judge):
     # 16 plain colour x shape prompts, 3 held-out phrasings, 6 evaluation seeds: 288 images (the
-    # README's table: `erase toy eval --seeds 2000-2005`)
+    # README's table: `erase toy eval`, seeds 2000-2007)
     # (fewer than 18 per prompt makes the worst-prompt figure mostly sampling noise).
     q = toy_quality(toy_pipe, toy_judge, list(eval_image_seeds(6)), progress=False)
     assert q["color"] >= 0.90, q["per_prompt"]

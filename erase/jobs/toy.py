@@ -65,7 +65,7 @@ def train(cfg: ToyTrainJob) -> JobResult:
         pipe = load_pipeline(str(cfg.out / "pipeline"), device="cpu")
         judge = load_judge(str(cfg.out / "clip"), device="cpu")
         q = toy_quality(pipe, judge, list(EVAL_SEEDS))
-        q.pop("images")
+        q.pop("images"), q.pop("prompts")
         manifest["metrics"]["quality"] = q
         write_json(cfg.out / "manifest.json", manifest)
         print(markdown(q))
@@ -150,6 +150,7 @@ def evaluate(cfg: ToyEvalJob) -> JobResult:
     judge = cfg.load_judge(cfg.judge)
     q = toy_quality(pipe, judge, list(cfg.seeds), steps=cfg.steps, guidance=cfg.guidance)
     images = q.pop("images")
+    rec.prompts("heldout", texts=q.pop("prompts"))
     print(markdown(q))
     with atomic_dir(out) as tmp:
         # One row per prompt (phrasings x seeds across), for a person to check the numbers.

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from erase.jobs.base import EditOptions, JobResult, open_run, option, positive, start_record
 from erase.seeds import eval_image_seeds
+from erase.stats import rate
 
 
 def _method_help() -> str:
@@ -171,7 +172,8 @@ def _untrain(cfg, run, rec, method, forget, retain, forget_ids, scored, oracle, 
     lines += [results["note"]] if results["note"] else []
     lines += outcome.summary
     for c in scored:
-        line = ", ".join(f"{k} {v['concepts'][c.name]['accuracy']:.2f}" for k, v in scores.items())
+        res = {k: v["concepts"][c.name] for k, v in scores.items()}
+        line = ", ".join(f"{k} {rate(r['hits'], r['n'])}" for k, r in res.items())
         lines.append(f"{c.name} accuracy (held-out prompts): {line}")
     print("\n".join([*lines, f"delta and record: {out}"]))
     return JobResult(out, record)

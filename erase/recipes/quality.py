@@ -31,18 +31,27 @@ def toy_quality(
     table = []
     for k, (c, s) in enumerate(combos):
         sl = slice(k * per, (k + 1) * per)
+        hits = {
+            "color": sum(p == c for p in preds["color"][sl]),
+            "shape": sum(p == s for p in preds["shape"][sl]),
+        }
         table.append(
-            {
-                "prompt": f"a {c} {s}",
-                "color": float(np.mean([p == c for p in preds["color"][sl]])),
-                "shape": float(np.mean([p == s for p in preds["shape"][sl]])),
-            }
+            {"prompt": f"a {c} {s}", "n": per}
+            | {axis: hits[axis] / per for axis in hits}
+            | {f"{axis}_hits": int(hits[axis]) for axis in hits}
         )
+    worst = min(table, key=lambda r: min(r["color_hits"], r["shape_hits"]))
     return {
         "color": float(np.mean([r["color"] for r in table])),
         "shape": float(np.mean([r["shape"] for r in table])),
+        "color_hits": sum(r["color_hits"] for r in table),
+        "shape_hits": sum(r["shape_hits"] for r in table),
+        "n": len(images),
         "min_prompt": float(min(min(r["color"], r["shape"]) for r in table)),
+        "min_prompt_hits": min(worst["color_hits"], worst["shape_hits"]),
+        "min_prompt_name": worst["prompt"],
         "per_prompt": table,
+        "prompts": prompts,
         "settings": {
             "seeds": list(seeds),
             "steps": steps,
@@ -64,8 +73,10 @@ def markdown(q: dict) -> str:
         for c in COLORS
     ]
     lines = [markdown_table(["colour \\ shape", *SHAPES], rows)]
+    n, per = q["n"], q["per_prompt"][0]["n"]
     lines.append(
-        f"\nColour {q['color']:.3f}, shape {q['shape']:.3f}, worst prompt {q['min_prompt']:.2f} "
-        f"({q['settings']['images']} images; cells: colour / shape accuracy)."
+        f"\nColour {q['color']:.3f} ({q['color_hits']}/{n}), shape {q['shape']:.3f} "
+        f"({q['shape_hits']}/{n}), worst prompt {q['min_prompt']:.2f} ({q['min_prompt_hits']}/{per}, "
+        f"{q['min_prompt_name']}) ({n} images, {per} per cell; cells: colour / shape accuracy)."
     )
     return "\n".join(lines)

@@ -73,6 +73,18 @@ def _scores_rows(edit: dict) -> list[list[str]]:
     return rows
 
 
+def _hits(results: list[dict]) -> tuple[int, int] | None:
+    """Pooled hits and images over score results (None for records without counts)."""
+    if not all("hits" in r and "n" in r for r in results):
+        return None
+    return sum(r["hits"] for r in results), sum(r["n"] for r in results)
+
+
+def _rate(accuracy: float, count) -> str:
+    """``0.04 (2/48)``: a rate with its count where the record has one."""
+    return f"{accuracy:.2f} ({count[0]}/{count[1]})" if count else f"{accuracy:.2f}"
+
+
 def _untrain_rows(edit: dict) -> tuple[list[str], list[list[str]]]:
     metrics = edit["results"]["metrics"]
     cols = ["forget_loss", "heldout_loss", "mia_auc", "distance_to_oracle", "retain_loss"]
@@ -321,7 +333,7 @@ def _study_row(name: str, run: Path) -> dict:
         row |= {
             "method": cfg.get("method"),
             "kind": cfg.get("kind"),
-            "what": cfg.get("concept") or cfg.get("forget"),
+            "what": cfg.get("forget") or cfg.get("concept"),  # an untraining run names both
             "retain": cfg.get("retain"),
         }
         if res.get("before") and res.get("after"):
@@ -329,15 +341,17 @@ def _study_row(name: str, run: Path) -> dict:
             b, a = res["before"]["concepts"], res["after"]["concepts"]
             others = [n for n in a if n != target]
             row["accuracy"] = {"target": [b[target]["accuracy"], a[target]["accuracy"]]}
+            row["counts"] = {"target": [_hits([b[target]]), _hits([a[target]])]}
             if others:
                 row["accuracy"]["others_mean"] = [
                     float(np.mean([b[n]["accuracy"] for n in others])),
                     float(np.mean([a[n]["accuracy"] for n in others])),
                 ]
+                row["counts"]["others"] = [_hits([b[n] for n in others]), _hits([a[n] for n in others])]
         if res.get("metrics"):
             row["metrics"] = res["metrics"]
             row["scores"] = {
-                m: {c: v["accuracy"] for c, v in s["concepts"].items()}
+                m: {c: _rate(v["accuracy"], _hits([v])) for c, v in s["concepts"].items()}
                 for m, s in (res.get("scores") or {}).items()
                 if s
             }
@@ -474,12 +488,15 @@ def write_study(out: Path, name: str, runs: list[tuple[str, Path]]) -> Path:
     ]
     edits = [r for r in rows if r.get("accuracy")]
     if edits:
-        lines += ["## Erasures (before -> after, judge accuracy on held-out prompts)", ""]
+        lines += ["## Erasures (before -> after, judge accuracy on held-out prompts; others pooled)", ""]
         table = []
         for r in edits:
             t, o = r["accuracy"]["target"], r["accuracy"].get("others_mean")
-            others = f"{o[0]:.2f} -> {o[1]:.2f}" if o else "-"
-            table.append([r["run"], r["method"], r["kind"], r["what"], f"{t[0]:.2f} -> {t[1]:.2f}", others])
+            counts = r.get("counts", {})
+            ct, co = counts.get("target", [None, None]), counts.get("others", [None, None])
+            target = f"{_rate(t[0], ct[0])} -> {_rate(t[1], ct[1])}"
+            others = f"{_rate(o[0], co[0])} -> {_rate(o[1], co[1])}" if o else "-"
+            table.append([r["run"], r["method"], r["kind"], r["what"], target, others])
         lines += [markdown_table(["run", "method", "kind", "erased", "target", "others (mean)"], table), ""]
     untrain = [r for r in rows if r.get("metrics")]
     if untrain:
@@ -488,7 +505,7 @@ def write_study(out: Path, name: str, runs: list[tuple[str, Path]]) -> Path:
         table = [
             [r["run"], r["method"], r["what"], model]
             + [f"{m[k]:.4f}" if k in m else "-" for k in keys]
-            + [", ".join(f"{c} {v:.2f}" for c, v in r["scores"].get(model, {}).items()) or "-"]
+            + [", ".join(f"{c} {v}" for c, v in r["scores"].get(model, {}).items()) or "-"]
             for r in untrain
             for model, m in r["metrics"].items()
         ]
