@@ -184,13 +184,16 @@ def sample_trajectories(
     guidance: float,
     generator: torch.Generator,
     stop_at: int | None = None,
+    predict_last: bool = True,
 ) -> Trajectories:
     """Guided DDIM sampling of ``prompt_cond`` (one row per trajectory), recording every state.
 
     ``conds[0]`` must be the unconditional embedding (used for guidance); every ``conds[k]`` (one
     row, broadcast over trajectories, or one row per trajectory) is evaluated at each state in the
-    same batched UNet call, so the predictions a method needs come free with the sampling. ``stop_at`` ends early (the
-    partial trajectory of naive ESD): the state at step ``stop_at`` is the last recorded.
+    same batched UNet call, so the predictions a method needs come free with the sampling.
+    ``stop_at`` ends early (the partial trajectory of the authors' ESD): the state at step
+    ``stop_at`` is the last recorded; with ``predict_last`` False it is not predicted at (a caller
+    that wants another model's predictions there saves a call), so ``preds`` has one row fewer.
     """
     from diffusers import DDIMScheduler
 
@@ -206,6 +209,10 @@ def sample_trajectories(
     k = len(conds)
     lat, ts, preds = [], [], []
     for i, t in enumerate(sched.timesteps):
+        if i == stop_at and not predict_last:
+            lat.append(x)
+            ts.append(t)
+            break
         out = predict(unet, x.repeat(k + 1, 1, 1, 1), t.to(device), batch)
         out = out.view(k + 1, n, *x.shape[1:])
         lat.append(x)
@@ -215,7 +222,8 @@ def sample_trajectories(
             break
         guided = out[0] + guidance * (out[k] - out[0])
         x = sched.step(guided, t, x).prev_sample
-    return Trajectories(torch.stack(lat), torch.stack(ts), torch.stack(preds))
+    preds = torch.stack(preds) if preds else torch.empty(0, n, k + 1, *x.shape[1:])
+    return Trajectories(torch.stack(lat), torch.stack(ts), preds)
 
 
 @dataclass
@@ -258,15 +266,78 @@ def state_bank(
         pipe, pipe.unet, prompts[which], conds, steps=steps, guidance=guidance, generator=generator
     )
     n_steps, n = tr.latents.shape[:2]
-    own = tr.preds[:, :, -1]
-    if eta is None:
-        target = own
-    else:
-        base = tr.preds[:, :, 1] if anchors is not None else tr.preds[:, :, 0]
-        target = base - eta * (own - base)
+    target = tr.preds[:, :, -1] if eta is None else negative_guidance(tr.preds, eta)
     return StateBank(
         x=tr.latents.flatten(0, 1),
         t=tr.timesteps.repeat_interleave(n),
         cond_index=which.repeat(n_steps),
         target=target.flatten(0, 1),
     )
+
+
+def negative_guidance(preds: torch.Tensor, eta: float) -> torch.Tensor:
+    """ESD's target from frozen predictions stacked on dim -4 as ``[uncond, (anchor,) prompt]``:
+    ``base - eta * (prompt - base)``, the base being the anchor when there is one, else the
+    unconditional prediction."""
+    own, base = preds.select(-4, -1), preds.select(-4, 1 if preds.shape[-4] == 3 else 0)
+    return base - eta * (own - base)
+
+
+class FrozenView:
+    """The model as it was when this view was made, without a second copy of it: only the tensors
+    in ``names`` (those being trained) are cloned, and calls go through
+    ``torch.func.functional_call`` with those clones in place of the live parameters. Call it like
+    the module (``predict(view, ...)`` works)."""
+
+    def __init__(self, module: torch.nn.Module, names):
+        self.module = module
+        live = dict(module.named_parameters())
+        self.values = {n: live[n].detach().clone() for n in names}
+
+    @torch.no_grad()
+    def __call__(self, *args, **kwargs):
+        return torch.func.functional_call(self.module, self.values, args, kwargs)
+
+
+@dataclass
+class FreshStates:
+    """ESD's states as its authors sample them: every draw runs a guided DDIM trajectory of the
+    model *being trained* (``pipe.unet`` now) from fresh noise down to a uniformly drawn step, and
+    the target comes from the frozen model (``frozen``) at the state reached. The draws of one call
+    share their stop step, so they run as one batch. The training timestep is that state's own
+    DDIM timestep, as in ``StateBank``; the authors draw a timestep within its band of the 1000
+    (a difference both samplings share, so that they differ only in where ``x_t`` comes from).
+
+    Same interface as ``StateBank``: ``draw(k, gen) -> (x, t, cond_index, target)``.
+    """
+
+    pipe: object
+    prompts: Conditioning
+    uncond: Conditioning
+    frozen: FrozenView
+    steps: int
+    guidance: float
+    eta: float
+    anchors: Conditioning | None = None
+
+    def draw(self, k: int, gen: torch.Generator) -> tuple:
+        ci = torch.randint(len(self.prompts), (k,), generator=gen)
+        stop = int(torch.randint(self.steps, (1,), generator=gen))
+        prompts = self.prompts[ci]
+        tr = sample_trajectories(
+            self.pipe,
+            self.pipe.unet,
+            prompts,
+            [self.uncond],
+            steps=self.steps,
+            guidance=self.guidance,
+            generator=gen,
+            stop_at=stop,
+            predict_last=False,  # the frozen model predicts there, below
+        )
+        x, t = tr.latents[-1], tr.timesteps[-1]
+        conds = [self.uncond.repeat(k)] + ([] if self.anchors is None else [self.anchors[ci]])
+        batch = Conditioning.cat([*conds, prompts]).to(x.device, x.dtype)
+        preds = predict(self.frozen, x.repeat(len(conds) + 1, 1, 1, 1), t.to(x.device), batch)
+        preds = preds.view(len(conds) + 1, k, *x.shape[1:]).transpose(0, 1)
+        return x, t.expand(k), ci, negative_guidance(preds, self.eta)
