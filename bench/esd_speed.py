@@ -1,23 +1,31 @@
-"""ESD: this implementation against a faithful naive one, same iterations, same model, one script.
+"""ESD's cost: its two samplings against the authors' loop as written, at the method's defaults.
 
-Naive ESD (as in the authors' code): every iteration samples a fresh partial DDIM trajectory of the
-concept with guidance down to a random step, then asks a full frozen copy of the UNet for the
-unconditional and conditional predictions there (two calls), then takes one gradient step.
-Ours (erase/methods/esd.py): trajectories sampled once up front, frozen predictions recorded by
-the same batched call that steps the sampler, no UNet copy.
+Three ways to run ESD-x on the same model, prompt and settings (the method's defaults, read from
+``erase.methods.esd.Config``: trajectories, DDIM steps, batch size, eta, lr, sampling guidance):
 
-Each variant runs in its own subprocess so that its peak resident memory is its own. Reported:
-time ratio and peak-memory ratio (ours / naive), and the ratio of what each adds to the
-process's memory after the pipeline is loaded. Memory is peak resident set size on ``--device cpu``
-and ``torch.cuda.max_memory_allocated`` on ``cuda`` (not yet run on a GPU here).
+- ``naive``: the authors' loop as written. Every iteration samples a partial guided DDIM trajectory
+  with the model being trained down to a random step, asks a full frozen copy of the UNet for the
+  unconditional and conditional predictions there (two calls), then takes one gradient step.
+- ``fresh``: ``--set sampling=fresh`` (the same algorithm): the trajectory and the frozen
+  predictions batched (one call each per step), the frozen values of the trained tensors only.
+- ``bank``: ``--set sampling=bank`` (ours, a different algorithm): trajectories sampled once up
+  front from the frozen model, states reused; per iteration, one gradient step.
 
-    python bench/esd_speed.py --model toy --iters 100
-    python bench/esd_speed.py --model sd15 --px 128 --iters 20 --ddim-steps 25 --low-memory   # SD 1.5, ~12 min
-    python bench/esd_speed.py --model sd15 --px 512 --iters 50 --low-memory --device cuda   # on a GPU
+Each (variant, iterations) runs in its own subprocess, one after the other, so that its time and
+peak memory are its own. A cost model predicts every run from unit costs measured in a further
+subprocess (seconds of one no-grad UNet call at each batch size used, and of one gradient step;
+``COST_MODEL`` below), and is checked against the measured runs; ``--predict-px 512
+--predict-iters 1000`` applies it at the paper's scale with unit costs measured at that size.
+
+    python bench/esd_speed.py --model toy --iters 20,200 --predict-px 32 --predict-iters 1000 \
+        --out bench/results/esd_speed_toy.json
+    python bench/esd_speed.py --model sd15 --px 64 --iters 20 --predict-px 512 --predict-iters 1000 \
+        --predict-max-batch 2 --repeats 1 --out bench/results/esd_speed_sd15.json
 
 On ``sd15`` the UNet is the real SD 1.5 architecture (859 M parameters) built from its config with
-random weights at 256 px (32x32 latents), with a text encoder of CLIP ViT-L/14's shape: no
-download. Timing does not depend on the weights' values.
+random weights, with a text encoder of CLIP ViT-L/14's shape: no download. Timing does not depend
+on the weights' values. Memory is peak resident set size on ``--device cpu`` and
+``torch.cuda.max_memory_allocated`` on ``cuda``.
 """
 
 from __future__ import annotations
@@ -26,172 +34,273 @@ import argparse
 import copy
 import json
 import os
+import platform
 import resource
+import statistics
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 
 import torch
 import torch.nn.functional as F
 
+COST_MODEL = (
+    "naive = iters * ((E + 1) * f(2) + 2 * f(1) + g); fresh = iters * (E * f(2) + f(2) + g); "
+    "bank = D * f(2T) + iters * g; D DDIM steps, T trajectories, E = (D - 1) / 2 the mean stop step, "
+    "f(b) one no-grad UNet call at batch b, g one gradient step at batch 1"
+)
+PROMPT = "a red circle"
+VARIANTS = ("naive", "fresh", "bank")
+SETTINGS = ("trajectories", "ddim_steps", "batch_size", "eta", "lr", "sample_guidance")
 
-def naive_esd(pipe, prompt: str, *, iters: int, ddim_steps: int, eta: float, lr: float, seed: int):
+
+def esd_settings(args) -> dict:
+    """The method's defaults (its Config, the only copy), with --ddim-steps if given."""
+    from erase.methods.esd import Config
+
+    cfg = asdict(Config())
+    chosen = {k: cfg[k] for k in SETTINGS}
+    if args.ddim_steps:
+        chosen["ddim_steps"] = args.ddim_steps
+    return chosen
+
+
+def load(args, px: int):
+    from common import sd15_pipeline
+
+    from erase.models import load_pipeline
+
+    if args.model == "sd15":
+        pipe = sd15_pipeline(sample_size=px // 8).to(args.device)
+    else:
+        pipe = load_pipeline(args.model, device=args.device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def naive_esd(pipe, s: dict, iters: int, seed: int = 0) -> None:
+    """The authors' loop: sampling with the model being trained, a full frozen copy, two calls."""
     from erase.diffusion import encode_prompts, predict, sample_trajectories
     from erase.layers import select_parameters, set_trainable
 
     gen = torch.Generator().manual_seed(seed)
     frozen = copy.deepcopy(pipe.unet).eval().requires_grad_(False)  # the full second UNet
     unet = pipe.unet
-    c, u = encode_prompts(pipe, [prompt]), encode_prompts(pipe, [""])
+    c, u = encode_prompts(pipe, [PROMPT]), encode_prompts(pipe, [""])
     params = select_parameters(unet, "xattn")
     set_trainable(unet, params)
-    opt = torch.optim.Adam(params.values(), lr=lr)
+    opt = torch.optim.Adam(params.values(), lr=s["lr"])
     for _ in range(iters):
-        stop = int(torch.randint(ddim_steps, (1,), generator=gen))
+        stop = int(torch.randint(s["ddim_steps"], (1,), generator=gen))
         tr = sample_trajectories(
-            pipe, frozen, c, [u], steps=ddim_steps, guidance=3.0, generator=gen, stop_at=stop
+            pipe,
+            unet,
+            c,
+            [u],
+            steps=s["ddim_steps"],
+            guidance=s["sample_guidance"],
+            generator=gen,
+            stop_at=stop,
         )
         x, t = tr.latents[-1], tr.timesteps[-1]
         with torch.no_grad():
             e_u = predict(frozen, x, t, u)  # two separate frozen calls, as the original
             e_c = predict(frozen, x, t, c)
-        target = e_u - eta * (e_c - e_u)
+        target = e_u - s["eta"] * (e_c - e_u)
         loss = F.mse_loss(predict(unet, x, t, c), target)
         opt.zero_grad()
         loss.backward()
         opt.step()
 
 
-def run_variant(args) -> dict:
-    torch.set_num_threads(args.threads)
-    from common import sd15_pipeline
-
-    from erase.methods.base import EraseInputs
-    from erase.models import load_pipeline
-    from erase.unlearn import run_method
-
-    if args.model == "sd15":
-        pipe = sd15_pipeline(sample_size=args.px // 8).to(args.device)
-    else:
-        pipe = load_pipeline(args.model, device=args.device)
-    pipe.set_progress_bar_config(disable=True)
-    cuda = args.device.startswith("cuda")
-    if cuda:  # tensors on the device only: the libraries and the host copy are not counted
-        torch.cuda.synchronize()
-        loaded = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-    else:
-        loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    prompt = "a red circle"
-    t0 = time.perf_counter()
-    if args.variant == "naive":
-        naive_esd(pipe, prompt, iters=args.iters, ddim_steps=args.ddim_steps, eta=1.0, lr=1e-5, seed=0)
-    else:
-        run_method(
-            pipe,
-            "esd-x",
-            EraseInputs(targets=(prompt,)),
-            seed=0,
-            progress=False,
-            overrides={
-                "steps": args.iters,
-                "ddim_steps": args.ddim_steps,
-                "trajectories": args.trajectories,
-                "batch_size": 1,
-                "eta": 1.0,
-                "lr": 1e-5,
-                "low_memory": args.variant == "ours-low-memory",
-            },
-        )
+def memory(cuda: bool) -> float:
     if cuda:
         torch.cuda.synchronize()
-    seconds = time.perf_counter() - t0
-    peak = (
-        torch.cuda.max_memory_allocated()
-        if cuda
-        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    )
-    mem = "cuda" if cuda else "rss"
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
+
+
+def run_variant(args, variant: str, iters: int) -> dict:
+    from erase.methods.base import EraseInputs
+    from erase.unlearn import run_method
+
+    s = esd_settings(args)
+    pipe = load(args, args.px)
+    cuda = args.device.startswith("cuda")
+    if cuda:  # tensors on the device only: the libraries and the host copy are not counted
+        torch.cuda.reset_peak_memory_stats()
+    loaded = memory(cuda)
+    t0 = time.perf_counter()
+    if variant == "naive":
+        naive_esd(pipe, s, iters)
+    else:
+        overrides = s | {"steps": iters, "sampling": variant}
+        run_method(pipe, "esd-x", EraseInputs(targets=(PROMPT,)), seed=0, progress=False, overrides=overrides)
+    if cuda:
+        torch.cuda.synchronize()
     return {
-        "variant": args.variant,
-        "seconds": seconds,
-        f"peak_{mem}_mb": peak / 2**20,
-        f"model_loaded_{mem}_mb": loaded / 2**20,
+        "variant": variant,
+        "iters": iters,
+        "seconds": round(time.perf_counter() - t0, 3),
+        "peak_mb": round(memory(cuda), 1),
+        "loaded_mb": round(loaded, 1),
     }
+
+
+def timed(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def unit_costs(args, px: int) -> dict:
+    """Seconds of one no-grad UNet call at each batch size the variants use, and of one gradient
+    step (forward, backward, Adam) on ESD-x's parameters at batch 1."""
+    from erase.diffusion import encode_prompts, latent_shape, predict
+    from erase.layers import select_parameters, set_trainable
+
+    s = esd_settings(args)
+    pipe = load(args, px)
+    unet = pipe.unet
+    c = encode_prompts(pipe, [PROMPT])
+    t = torch.tensor(500)
+    sizes = sorted({1, 2, 2 * s["trajectories"]})
+    f, extrapolated = {}, []
+    for b in sizes:
+        if args.max_batch and b > args.max_batch:  # linear in the batch from the largest measured
+            top = max(int(k) for k in f)
+            f[str(b)] = f[str(top)] * b / top
+            extrapolated.append(b)
+            continue
+        x = torch.randn(latent_shape(pipe, b)).to(pipe.device, unet.dtype)
+        with torch.no_grad():
+            f[str(b)] = timed(lambda x=x, b=b: predict(unet, x, t, c.repeat(b)), args.repeats)
+    params = select_parameters(unet, "xattn")
+    set_trainable(unet, params)
+    opt = torch.optim.Adam(params.values(), lr=s["lr"])
+    x = torch.randn(latent_shape(pipe, 1)).to(pipe.device, unet.dtype)
+
+    def step():
+        loss = predict(unet, x, t, c).float().pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    out = {"px": px, "forward": f, "gradient_step": timed(step, args.repeats)}
+    return out | ({"extrapolated_batches": extrapolated} if extrapolated else {})
+
+
+def predicted(costs: dict, s: dict, variant: str, iters: int) -> float:
+    f, g, D, T = costs["forward"], costs["gradient_step"], s["ddim_steps"], s["trajectories"]
+    mean_stop = (D - 1) / 2
+    if variant == "naive":
+        return iters * ((mean_stop + 1) * f["2"] + 2 * f["1"] + g)
+    if variant == "fresh":
+        return iters * (mean_stop * f["2"] + f["2"] + g)
+    return D * f[str(2 * T)] + iters * g
+
+
+def child(args, *extra) -> dict:
+    cmd = [
+        sys.executable,
+        __file__,
+        "--model",
+        args.model,
+        "--threads",
+        str(args.threads),
+        "--px",
+        str(args.px),
+    ]
+    cmd += ["--device", args.device, "--repeats", str(args.repeats)]
+    cmd += ["--ddim-steps", str(args.ddim_steps)] if args.ddim_steps else []
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    out = subprocess.run([*cmd, *extra], capture_output=True, text=True, env=env, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="toy", help="toy, a diffusers folder, or sd15 (random-weight SD 1.5)")
-    p.add_argument("--iters", type=int, default=100)
-    p.add_argument("--ddim-steps", type=int, default=25)
-    p.add_argument("--trajectories", type=int, default=1, help="trajectories sampled up front (ours)")
+    p.add_argument("--iters", default="20,200", help="iteration counts, comma-separated")
+    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--ddim-steps", type=int, help="override the method's DDIM steps (recorded)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu", help="cpu (peak resident memory) or cuda (peak allocated)")
     p.add_argument("--px", type=int, default=256, help="image size of the sd15 model (latents px/8)")
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats of each unit cost (median)")
+    p.add_argument("--predict-px", type=int, help="also measure unit costs at this size and predict there")
+    p.add_argument("--predict-iters", type=int, default=1000)
     p.add_argument(
-        "--low-memory", action="store_true", help="also run ours with low_memory (recomputed activations)"
+        "--predict-max-batch",
+        type=int,
+        help="at --predict-px, time batches up to this and extrapolate larger ones linearly (memory, time)",
     )
-    p.add_argument("--variant", choices=["naive", "ours", "ours-low-memory"], help=argparse.SUPPRESS)
+    p.add_argument("--max-batch", type=int, help=argparse.SUPPRESS)
     p.add_argument("--out", help="write the JSON result here")
+    p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args.variant:
-        print(json.dumps(run_variant(args)))
+    torch.set_num_threads(args.threads)
+    if args.child:  # "run:VARIANT:ITERS" or "costs:PX"
+        kind, *rest = args.child.split(":")
+        out = run_variant(args, rest[0], int(rest[1])) if kind == "run" else unit_costs(args, int(rest[0]))
+        print(json.dumps(out))
         return
-    results = {}
-    variants = ("naive", "ours", "ours-low-memory") if args.low_memory else ("naive", "ours")
-    for variant in variants:  # one after the other: two torch jobs on 2 cores distort both
-        cmd = [
-            sys.executable,
-            __file__,
-            "--variant",
-            variant,
-            "--model",
-            args.model,
-            "--iters",
-            str(args.iters),
-            "--ddim-steps",
-            str(args.ddim_steps),
-            "--trajectories",
-            str(args.trajectories),
-            "--threads",
-            str(args.threads),
-            "--px",
-            str(args.px),
-            "--device",
-            args.device,
-        ]
-        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
-        out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
-        results[variant] = json.loads(out.strip().splitlines()[-1])
-    n, o = results["naive"], results["ours"]
-    mem = "cuda" if args.device.startswith("cuda") else "rss"
-    peak, loaded = f"peak_{mem}_mb", f"model_loaded_{mem}_mb"
-    summary = {
-        "model": args.model,
-        "iters": args.iters,
-        "ddim_steps": args.ddim_steps,
-        "trajectories": args.trajectories,
-        "threads": args.threads,
-        "px": args.px if args.model == "sd15" else None,
-        "device": args.device,
-        **results,
-        "time_ratio_ours_over_naive": round(o["seconds"] / n["seconds"], 3),
-        "speedup": round(n["seconds"] / o["seconds"], 2),
-        "peak_memory_ratio_ours_over_naive": round(o[peak] / n[peak], 3),
-        # The loaded pipeline (UNet, text encoder, libraries) is in both peaks; this is what the
-        # edit itself adds on top of it.
-        "added_memory_ratio_ours_over_naive": round((o[peak] - o[loaded]) / (n[peak] - n[loaded]), 3),
+    s = esd_settings(args)
+    px = args.px if args.model == "sd15" else None
+    costs = child(args, "--child", f"costs:{args.px}")
+    runs = []
+    for iters in [int(i) for i in args.iters.split(",")]:
+        for variant in args.variants.split(","):  # one after the other: two torch jobs distort both
+            r = child(args, "--child", f"run:{variant}:{iters}")
+            r["predicted_seconds"] = round(predicted(costs, s, variant, iters), 3)
+            r["prediction_error"] = round(r["predicted_seconds"] / r["seconds"] - 1, 3)
+            runs.append(r)
+            print(json.dumps(r), flush=True)
+    by = {(r["variant"], r["iters"]): r for r in runs}
+    ratios = {
+        str(i): {
+            f"naive_over_{v}": round(by[("naive", i)]["seconds"] / by[(v, i)]["seconds"], 2)
+            for v in ("fresh", "bank")
+            if ("naive", i) in by and (v, i) in by
+        }
+        for i in sorted({r["iters"] for r in runs})
     }
-    if args.low_memory:
-        r = results["ours-low-memory"]
-        summary["low_memory"] = {
-            "speedup": round(n["seconds"] / r["seconds"], 2),
-            "peak_memory_ratio_over_naive": round(r[peak] / n[peak], 3),
-            "added_memory_ratio_over_naive": round(
-                (r[peak] - r[loaded]) / (n[peak] - n[loaded]),
-                3,
-            ),
+    summary = {
+        "command": " ".join(["python", "bench/esd_speed.py", *sys.argv[1:]]),
+        "model": args.model,
+        "px": px,
+        "device": args.device,
+        "threads": args.threads,
+        "machine": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "esd_settings": s,
+        "esd_settings_from": "erase.methods.esd.Config defaults"
+        + (" and --ddim-steps" if args.ddim_steps else ""),
+        "prompt": PROMPT,
+        "unit_costs": costs,
+        "runs": runs,
+        "speed_ratios": ratios,
+        "cost_model": COST_MODEL,
+    }
+    if args.predict_px:
+        cap = ["--max-batch", str(args.predict_max_batch)] if args.predict_max_batch else []
+        big = child(args, "--child", f"costs:{args.predict_px}", *cap)
+        n = args.predict_iters
+        pred = {v: predicted(big, s, v, n) for v in VARIANTS}
+        summary["prediction"] = {
+            "px": args.predict_px,
+            "iters": n,
+            "unit_costs": big,
+            "seconds": {v: round(x, 1) for v, x in pred.items()},
+            "naive_over_fresh": round(pred["naive"] / pred["fresh"], 2),
+            "naive_over_bank": round(pred["naive"] / pred["bank"], 2),
         }
     print(json.dumps(summary, indent=2))
     if args.out:
