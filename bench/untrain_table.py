@@ -29,6 +29,7 @@ from erase.recipes.oracle import forget_oracle
 from erase.score import score_concepts
 from erase.seeds import EVAL_IMAGE_SEEDS, split_of
 from erase.specs import parse_seeds, parse_sets
+from erase.stats import rate
 from erase.train import NonFiniteLoss
 from erase.unlearn import run_method
 from erase.untrain import make_probes, measure, oracle_kind
@@ -143,11 +144,6 @@ def forget_set_rows(spec: str, variants: list[tuple[str, dict]], args, colours) 
             extra |= {"verdict": log["verdict"], "kappa_mean": sum(log["kappa"]) / len(log["kappa"])}
         row(label, pipe, reference, **extra)
     return rows
-
-
-def rate(hits: int, n: int) -> str:
-    """``0.25 (6/24)``: every rate with its count."""
-    return f"{hits / n:.2f} ({hits}/{n})"
 
 
 def markdown(rows: list[dict]) -> str:

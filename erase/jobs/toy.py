@@ -65,7 +65,7 @@ def train(cfg: ToyTrainJob) -> JobResult:
         pipe = load_pipeline(str(cfg.out / "pipeline"), device="cpu")
         judge = load_judge(str(cfg.out / "clip"), device="cpu")
         q = toy_quality(pipe, judge, list(EVAL_SEEDS))
-        q.pop("images"), q.pop("prompts")
+        del q["images"], q["prompts"]
         manifest["metrics"]["quality"] = q
         write_json(cfg.out / "manifest.json", manifest)
         print(markdown(q))

@@ -11,6 +11,7 @@ import numpy as np
 from erase.concepts import load_concepts
 from erase.generate import generate
 from erase.score import ZeroShotClassifier
+from erase.stats import rate
 from erase.toy.world import COLORS, HELDOUT_TEMPLATES, SHAPES
 
 
@@ -75,8 +76,8 @@ def markdown(q: dict) -> str:
     lines = [markdown_table(["colour \\ shape", *SHAPES], rows)]
     n, per = q["n"], q["per_prompt"][0]["n"]
     lines.append(
-        f"\nColour {q['color']:.3f} ({q['color_hits']}/{n}), shape {q['shape']:.3f} "
-        f"({q['shape_hits']}/{n}), worst prompt {q['min_prompt']:.2f} ({q['min_prompt_hits']}/{per}, "
-        f"{q['min_prompt_name']}) ({n} images, {per} per cell; cells: colour / shape accuracy)."
+        f"\nColour {rate(q['color_hits'], n)}, shape {rate(q['shape_hits'], n)}, worst prompt "
+        f"{rate(q['min_prompt_hits'], per)} ({q['min_prompt_name']}) ({n} images, {per} per cell; "
+        "cells: colour / shape accuracy)."
     )
     return "\n".join(lines)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from erase.report.console import markdown_table
+from erase.stats import rate
 
 # The report ------------------------------------------------------------------------------------
 ORACLES = {
@@ -81,8 +82,9 @@ def _hits(results: list[dict]) -> tuple[int, int] | None:
 
 
 def _rate(accuracy: float, count) -> str:
-    """``0.04 (2/48)``: a rate with its count where the record has one."""
-    return f"{accuracy:.2f} ({count[0]}/{count[1]})" if count else f"{accuracy:.2f}"
+    """``2/48 = 0.04 [0.01, 0.14]`` (``erase.stats.rate``) where the record has counts; older
+    records without them give the bare rate."""
+    return rate(*count) if count else f"{accuracy:.2f}"
 
 
 def _untrain_rows(edit: dict) -> tuple[list[str], list[list[str]]]:
