@@ -548,13 +548,36 @@ def base_check(base_row: dict) -> dict:
     }
 
 
-def choose_lr(rows: Sequence[dict]) -> dict:
-    """The learning-rate selection rule, fixed before any sweep ran: of one optimizer's rows (its
+SELECTION_RULES = ("fastest", "selective")
+
+
+def others_kept(row: dict) -> float | None:
+    """The other concepts' mean accuracy at the runs' last points over their mean at the start
+    (1.0: untouched); None when the row tracked no other concept. With ``stop_at_resurgence`` the
+    last point is where the concept came back: what bringing it back cost the others."""
+    start = [row["others_start"][k] for k in row["others_final"] if k in row.get("others_start", {})]
+    if not start or not sum(start):
+        return None
+    return sum(row["others_final"][k] for k in row["others_final"] if k in row["others_start"]) / sum(start)
+
+
+def choose_lr(rows: Sequence[dict], rule: str = "fastest", keep: float = 0.8) -> dict:
+    """The learning-rate selection rule, fixed before any sweep ran, over one optimizer's rows (its
     learning rates, each over several seeds, on the model swept: the unlearning oracle, on tuning
-    seeds), the one with the fewest median steps to resurgence; ties go to the rate where more
-    seeds came back, then the higher mean peak accuracy, then the smaller rate. A rate where any
-    run diverged is never chosen while another had none; when none came back, the highest mean peak wins
-    and the row is marked ``came_back: False`` (the sweep was too narrow or the budget too small)."""
+    seeds).
+
+    ``fastest``: the fewest median steps to resurgence; ties go to the rate where more seeds came
+    back, then the higher mean peak accuracy, then the smaller rate. A rate where any run diverged
+    is never chosen while another had none; when none came back, the highest mean peak wins and the
+    row is marked ``came_back: False`` (the sweep was too narrow or the budget too small).
+
+    ``selective``: the same, among the rates that came back while the other concepts kept at least
+    ``keep`` of their accuracy (``others_kept``, read where each run stopped: an attack that teaches
+    the concept, not one that teaches the model to draw nothing else). When no rate that came back
+    kept them, the one that kept the most is chosen and marked ``selective: False``; when none came
+    back, as ``fastest``."""
+    if rule not in SELECTION_RULES:
+        raise EraseError(f"unknown selection rule {rule!r}; choose from {', '.join(SELECTION_RULES)}")
 
     def key(row: dict):
         diverged = row.get("diverged", 0)
@@ -562,5 +585,15 @@ def choose_lr(rows: Sequence[dict]) -> dict:
         median = row["median"] if row["median"] is not None else float("inf")
         return (diverged > 0, median, -back, -row["peak"], row["lr"])
 
-    best = min(rows, key=key)
-    return best | {"came_back": best["median"] is not None}
+    best, extra = min(rows, key=key), {}
+    if rule == "selective":
+        if any(others_kept(r) is None for r in rows):
+            raise EraseError("the selective rule needs the other concepts scored in every row (others)")
+        back = [r for r in rows if r["median"] is not None and not r.get("diverged")]
+        kept = [r for r in back if others_kept(r) >= keep]
+        if kept:
+            best = min(kept, key=key)
+        elif back:  # none selective: the least damage, then the fastest
+            best = min(back, key=lambda r: (-others_kept(r), *key(r)))
+        extra = {"selective": bool(kept), "keep": keep, "others_kept": others_kept(best)}
+    return best | {"came_back": best["median"] is not None, "rule": rule} | extra

@@ -350,6 +350,61 @@ def test_the_learning_rate_rule_picks_the_fastest_that_did_not_diverge():
     assert none["lr"] == 0.01 and not none["came_back"]  # never the diverged one; flagged
 
 
+def test_the_selective_rule_picks_the_fastest_rate_that_kept_the_other_concepts():
+    from erase.jobs import RelearnJob
+    from erase.jobs.base import FieldError
+    from erase.relearn import choose_lr, others_kept
+
+    def row(lr, steps_back, blue_end, diverged=False):
+        r = _run(steps_back, diverged)
+        r["config"]["lr"] = lr
+        r["curve"][0]["accuracy"]["blue"] = 0.8  # the other concept where every run began
+        r["curve"][-1]["accuracy"]["blue"] = blue_end  # and where this one stopped
+        return summarize([r], "red", 1.0)[0]
+
+    wreck, gentle, slow = row(0.1, 10, 0.0), row(0.03, 30, 0.72), row(0.01, 60, 0.8)
+    assert others_kept(gentle) == pytest.approx(0.9) and others_kept(wreck) == 0.0
+    # The study's sweep table names the rule and shows what each rate kept.
+    from erase.report.html import _relearn_sections
+
+    chosen = [choose_lr([wreck, gentle, slow], "selective", keep=0.8)]
+    sweep = {"summary": [wreck, gentle, slow], "chosen": chosen, "sweep": True}
+    md = "\n".join(_relearn_sections([{"run": "sweep", "relearn": sweep}]))
+    assert "the 'selective' rule" in md and "0.03: 30, peak 1.00, others kept 0.90" in md, md
+    assert md.rstrip().splitlines()[-1].endswith("| 0.03 |"), md
+    assert choose_lr([wreck, gentle, slow])["lr"] == 0.1  # the fastest rule ignores the damage
+    sel = choose_lr([wreck, gentle, slow], "selective", keep=0.8)
+    assert sel["lr"] == 0.03 and sel["selective"] and sel["rule"] == "selective", sel
+    assert choose_lr([wreck, gentle, slow], "selective", keep=0.95)["lr"] == 0.01  # only slow kept 1.0
+    # None kept them: the least damage of those that came back, flagged; never a diverged one.
+    rough = choose_lr([wreck, row(0.05, 20, 0.4), row(0.3, None, 0.8, diverged=True)], "selective")
+    assert rough["lr"] == 0.05 and rough["selective"] is False and rough["came_back"], rough
+    no_others = summarize([_run(20, False)], "red", 1.0)[0]
+    with pytest.raises(EraseError, match="other concepts"):
+        choose_lr([no_others], "selective")
+    with pytest.raises(FieldError, match="select"):
+        RelearnJob(run="x", select="kindest").check()
+    with pytest.raises(FieldError, match="others"):
+        RelearnJob(run="x", select="selective", others=()).check()
+
+
+def test_a_sweep_that_scored_the_other_concepts_plots_what_they_kept(tmp_path):
+    from erase.report.plots import plot_sweep
+
+    runs = []
+    for lr, back, blue in ((0.1, 10, 0.0), (0.01, 60, 0.8)):
+        r = _run(back, False)
+        r["config"]["lr"] = lr
+        r["curve"][0]["accuracy"]["blue"], r["curve"][-1]["accuracy"]["blue"] = 0.8, blue
+        runs.append(r)
+    rows = summarize(runs, "red", 1.0)
+    plot_sweep(runs, rows, "red", bar=0.8, path=tmp_path / "sweep.png")
+    plain = [r | {"others_final": {}} for r in rows]
+    plot_sweep(runs, plain, "red", bar=0.8, path=tmp_path / "plain.png")
+    wide, narrow = Image.open(tmp_path / "sweep.png").size, Image.open(tmp_path / "plain.png").size
+    assert wide[0] > narrow[0]  # one panel more: the other concepts kept, against the rate
+
+
 @pytest.mark.parametrize("name", ["lion", "signsgd"])
 def test_sign_based_optimizers_move_every_coordinate_by_the_rate(name):
     from erase.train import make_optimizer
@@ -466,6 +521,6 @@ def test_the_study_table_shows_the_start_the_verdict_and_the_others_before_and_a
     rows = [{"run": "uce-red", "method": "uce", "relearn": {"summary": [erased], "sweep": False}}]
     md = "\n".join(_relearn_sections(rows))
     assert (
-        "| uce-red | uce | 0.00 (0/24) | > 100 (none came back) held @ 1; on the original: kept | 0.90 -> 0.50 |"
-        in md
-    )
+        "| uce-red | uce | 0.00 (0/24) | > 100 (none came back) held @ 1; on the original: kept, "
+        "others at the end 0.70 | 0.90 -> 0.50 |" in md
+    ), md

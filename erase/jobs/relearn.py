@@ -77,6 +77,12 @@ class RelearnJob(RunOptions):
         "a learning-rate sweep (a relearning folder): each optimizer runs at the rate the sweep chose "
         "(fewest steps to resurgence, erase.relearn.choose_lr); its seeds must differ from --seeds",
     )
+    select: str = option(
+        "fastest",
+        "the rule a sweep chooses each optimizer's rate by (erase.relearn.choose_lr), read by a later "
+        "--lrs-from: 'fastest' (fewest steps to resurgence) or 'selective' (the fastest of the rates "
+        "whose runs kept the other concepts at >= tau x their start where they stopped)",
+    )
     stop_at_resurgence: bool = option(
         False, "end each run at resurgence (a sweep's shortcut; the other concepts are then read there)"
     )
@@ -115,6 +121,14 @@ class RelearnJob(RunOptions):
             raise FieldError("params", f"must be one of {', '.join(RELEARN_PARAMS)}, got {self.params!r}")
         if not 0 < self.tau <= 1:
             raise FieldError("tau", f"must be in (0, 1], got {self.tau}")
+        from erase.relearn import SELECTION_RULES
+
+        if self.select not in SELECTION_RULES:
+            raise FieldError("select", f"must be one of {', '.join(SELECTION_RULES)}, got {self.select!r}")
+        if self.select == "selective" and self.others == ():
+            raise FieldError(
+                "select", "'selective' reads the damage to the other concepts; name some in --others"
+            )
         if self.others_at not in ("every", "end"):
             raise FieldError("others_at", f"must be 'every' or 'end', got {self.others_at!r}")
         if not self.oracle.strip():
@@ -141,6 +155,12 @@ class RelearnJob(RunOptions):
                 "seeds",
                 f"{sorted(tuned & set(self.seeds))} chose the learning rates in {self.lrs_from}; report on "
                 "other seeds (erase.seeds: tuning and evaluation seeds are disjoint)",
+            )
+        rough = [o for o in self.optimizers if chosen[o].get("selective") is False]
+        if rough:
+            print(
+                f"warning: in {self.lrs_from} no rate of {', '.join(rough)} that brought the concept back "
+                "kept the other concepts; the least damaging one is used"
             )
         weak = [o for o in self.optimizers if not chosen[o].get("came_back", True)]
         if weak:  # the run goes on: its verdicts will say "too weak to judge" where that is so
@@ -429,7 +449,7 @@ def _write(cfg, run, rec, results, relearned: dict, n_examples: int, out, device
             row["base_check"] = base_check(base_rows[(row["optimizer"], row["lr"])])
     # Each optimizer's best rate by the sweep rule: a later `--lrs-from` reads these.
     results["chosen"] = [
-        choose_lr([r for r in rows if r["optimizer"] == o])
+        choose_lr([r for r in rows if r["optimizer"] == o], cfg.select, keep=cfg.tau)
         for o in dict.fromkeys(r["optimizer"] for r in rows)
     ]
     results["table"] = format_summary(rows, name, acc0, erased, oracle=oracle_rows)

@@ -382,6 +382,14 @@ def _study_row(name: str, run: Path) -> dict:
     return row
 
 
+def _kept(row: dict) -> str:
+    """ ", others kept 0.45" when the sweep scored the other concepts (where each run stopped)."""
+    from erase.relearn import others_kept
+
+    kept = others_kept(row) if row.get("others_final") else None
+    return "" if kept is None else f", others kept {kept:.2f}"
+
+
 def _back(row: dict) -> str:
     """ ", 1/2 back" when some but not all seeds came back."""
     n = len(row["seeds"])
@@ -399,21 +407,30 @@ def _relearn_sections(rows: list[dict]) -> list[str]:
     for r in [r for r in rows if r.get("relearn", {}).get("sweep")]:
         summary = r["relearn"]["summary"]
         budget = summary[0]["budget"]
-        lines += [
-            f"## Learning-rate sweep: {r['run']} (median steps to resurgence over {len(summary[0]['seeds'])} "
-            f"seeds, '> {budget}': not back; mean peak accuracy over seeds, with the images at each run's "
-            "best point pooled)",
-            "",
-        ]
-        table = []
         chosen = r["relearn"]["chosen"] or [  # a record made before the rule was recorded
             choose_lr([x for x in summary if x["optimizer"] == o])
             for o in dict.fromkeys(x["optimizer"] for x in summary)
         ]
+        rule = chosen[0].get("rule", "fastest")
+        kept = (
+            f"; others kept: the other concepts' accuracy where the runs stopped over their start; "
+            f"chosen: the fastest rate that kept them at >= {chosen[0]['keep']:g} (the 'selective' rule)"
+            if rule == "selective"
+            else "; chosen: the fastest rate (the 'fastest' rule)"
+        )
+        lines += [
+            f"## Learning-rate sweep: {r['run']} (median steps to resurgence over {len(summary[0]['seeds'])} "
+            f"seeds, '> {budget}': not back; mean peak accuracy over seeds, with the images at each run's "
+            f"best point pooled{kept})",
+            "",
+        ]
+        table = []
         for c in chosen:
             own = sorted((x for x in summary if x["optimizer"] == c["optimizer"]), key=lambda x: x["lr"])
-            cells = [f"{x['lr']:g}: {row_resurgence(x)}, peak {_peak(x)}{_back(x)}" for x in own]
+            cells = [f"{x['lr']:g}: {row_resurgence(x)}, peak {_peak(x)}{_back(x)}{_kept(x)}" for x in own]
             note = "" if c["came_back"] else " (median not back)"
+            if c.get("selective") is False:
+                note += " (none kept the others: the least damage)"
             table.append([c["optimizer"], *cells, f"{c['lr']:g}{note}"])
         width = max(len(t) for t in table) - 2
         table = [[t[0], *t[1:-1], *[""] * (width + 2 - len(t)), t[-1]] for t in table]  # uneven grids
@@ -428,7 +445,8 @@ def _relearn_sections(rows: list[dict]) -> list[str]:
             "",
             "Each cell: median steps to resurgence over seeds ('> N': not back within the budget), the "
             "range over seeds, the verdict against the oracle, the rate; then the other concepts' mean "
-            "accuracy at the start and at the end of the attack (every seed).",
+            "accuracy at the start and at the end of the attack (every seed; a run stopped at "
+            "resurgence ends there); with a base check, what the attack did on the original model.",
             "",
         ]
         optimizers = list(dict.fromkeys(x["optimizer"] for r in attacks for x in r["relearn"]["summary"]))
@@ -474,7 +492,12 @@ def _base(row: dict) -> str:
     b = row.get("base_check")
     if not b:
         return ""
-    return "; on the original: " + ("kept" if b["kept"] else "diverged" if b["diverged"] else "lost")
+    others = b.get("others_final") or {}
+    return (
+        "; on the original: "
+        + ("kept" if b["kept"] else "diverged" if b["diverged"] else "lost")
+        + (f", others at the end {np.mean(list(others.values())):.2f}" if others else "")
+    )
 
 
 def write_study(out: Path, name: str, runs: list[tuple[str, Path]]) -> Path:

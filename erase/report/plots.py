@@ -91,15 +91,19 @@ def plot_sweep(
     accuracy against steps for each learning rate (mean over seeds; a run that stopped at
     resurgence keeps its last value, a diverged one drops out), then two panels against the rate:
     the median steps to resurgence (open marker above the budget: not back; cross: diverged) and
-    the mean peak accuracy, with the resurgence bar."""
+    the mean peak accuracy, with the resurgence bar; when the sweep scored the other concepts, a
+    third: what they kept where the runs stopped (``erase.relearn.others_kept``), with tau."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from erase.relearn import others_kept
+
     optimizers = list(dict.fromkeys(r["optimizer"] for r in rows))
     groups = _by_setting(runs)
-    n = len(optimizers) + 2
+    kept = all(r.get("others_final") for r in rows)
+    n = len(optimizers) + 2 + kept
     fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.2), squeeze=False)
     budget = max(r["budget"] for r in rows)
     for ax, opt in zip(axes[0], optimizers):
@@ -116,7 +120,15 @@ def plot_sweep(
         ax.set(title=opt, xlabel="step", ylim=(-0.02, 1.02), xlim=(0, budget))
         ax.legend(fontsize=6, title="lr", title_fontsize=6)
     axes[0][0].set_ylabel(f"accuracy on {concept!r}")
-    steps_ax, peak_ax = axes[0][-2], axes[0][-1]
+    steps_ax, peak_ax = axes[0][len(optimizers)], axes[0][len(optimizers) + 1]
+    if kept:
+        kept_ax = axes[0][-1]
+        for opt in optimizers:
+            own = sorted((r for r in rows if r["optimizer"] == opt), key=lambda r: r["lr"])
+            kept_ax.plot([r["lr"] for r in own], [others_kept(r) for r in own], "o-", ms=3, label=opt)
+        kept_ax.axhline(rows[0]["tau"], color="k", lw=0.8, ls="--")
+        kept_ax.set(xscale="log", xlabel="learning rate", ylabel="other concepts kept", ylim=(-0.02, 1.22))
+        kept_ax.set_title("others where the runs stopped / at the start", fontsize=8)
     for opt in optimizers:
         own = sorted((r for r in rows if r["optimizer"] == opt), key=lambda r: r["lr"])
         xs = [r["lr"] for r in own]
