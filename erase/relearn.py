@@ -587,9 +587,12 @@ def choose_lr(rows: Sequence[dict], rule: str = "fastest", keep: float = 0.8) ->
 
     best, extra = min(rows, key=key), {}
     if rule == "selective":
-        if any(others_kept(r) is None for r in rows):
-            raise EraseError("the selective rule needs the other concepts scored in every row (others)")
         back = [r for r in rows if r["median"] is not None and not r.get("diverged")]
+        # A run that diverged between points never reached the last one, where the others are read.
+        if any(others_kept(r) is None for r in back):
+            raise EraseError(
+                "the selective rule needs the other concepts scored where the runs stopped (others)"
+            )
         kept = [r for r in back if others_kept(r) >= keep]
         if kept:
             best = min(kept, key=key)

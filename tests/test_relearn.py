@@ -379,6 +379,11 @@ def test_the_selective_rule_picks_the_fastest_rate_that_kept_the_other_concepts(
     # None kept them: the least damage of those that came back, flagged; never a diverged one.
     rough = choose_lr([wreck, row(0.05, 20, 0.4), row(0.3, None, 0.8, diverged=True)], "selective")
     assert rough["lr"] == 0.05 and rough["selective"] is False and rough["came_back"], rough
+    blew = summarize([_run(None, True) | {"config": {**_run(None, True)["config"], "lr": 0.5}}], "red", 1.0)[
+        0
+    ]
+    assert not blew["others_final"]  # diverged before the last point: the others were never read
+    assert choose_lr([wreck, gentle, blew], "selective")["lr"] == 0.03
     no_others = summarize([_run(20, False)], "red", 1.0)[0]
     with pytest.raises(EraseError, match="other concepts"):
         choose_lr([no_others], "selective")
@@ -399,6 +404,10 @@ def test_a_sweep_that_scored_the_other_concepts_plots_what_they_kept(tmp_path):
         runs.append(r)
     rows = summarize(runs, "red", 1.0)
     plot_sweep(runs, rows, "red", bar=0.8, path=tmp_path / "sweep.png")
+    blew = _run(None, True)
+    blew["config"]["lr"] = 1.0
+    with_blew = summarize([*runs, blew], "red", 1.0)  # a diverged rate has no others: no point
+    plot_sweep([*runs, blew], with_blew, "red", bar=0.8, path=tmp_path / "blew.png")
     plain = [r | {"others_final": {}} for r in rows]
     plot_sweep(runs, plain, "red", bar=0.8, path=tmp_path / "plain.png")
     wide, narrow = Image.open(tmp_path / "sweep.png").size, Image.open(tmp_path / "plain.png").size

@@ -156,7 +156,7 @@ class RelearnJob(RunOptions):
                 f"{sorted(tuned & set(self.seeds))} chose the learning rates in {self.lrs_from}; report on "
                 "other seeds (erase.seeds: tuning and evaluation seeds are disjoint)",
             )
-        rough = [o for o in self.optimizers if chosen[o].get("selective") is False]
+        rough = [o for o in self.optimizers if chosen[o].get("selective") is False and chosen[o]["came_back"]]
         if rough:
             print(
                 f"warning: in {self.lrs_from} no rate of {', '.join(rough)} that brought the concept back "

@@ -429,7 +429,7 @@ def _relearn_sections(rows: list[dict]) -> list[str]:
             own = sorted((x for x in summary if x["optimizer"] == c["optimizer"]), key=lambda x: x["lr"])
             cells = [f"{x['lr']:g}: {row_resurgence(x)}, peak {_peak(x)}{_back(x)}{_kept(x)}" for x in own]
             note = "" if c["came_back"] else " (median not back)"
-            if c.get("selective") is False:
+            if c.get("selective") is False and c["came_back"]:
                 note += " (none kept the others: the least damage)"
             table.append([c["optimizer"], *cells, f"{c['lr']:g}{note}"])
         width = max(len(t) for t in table) - 2

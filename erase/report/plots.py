@@ -102,7 +102,7 @@ def plot_sweep(
 
     optimizers = list(dict.fromkeys(r["optimizer"] for r in rows))
     groups = _by_setting(runs)
-    kept = all(r.get("others_final") for r in rows)
+    kept = any(r.get("others_final") for r in rows)  # a diverged rate may have none
     n = len(optimizers) + 2 + kept
     fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.2), squeeze=False)
     budget = max(r["budget"] for r in rows)
@@ -124,7 +124,9 @@ def plot_sweep(
     if kept:
         kept_ax = axes[0][-1]
         for opt in optimizers:
-            own = sorted((r for r in rows if r["optimizer"] == opt), key=lambda r: r["lr"])
+            own = sorted(
+                (r for r in rows if r["optimizer"] == opt and r.get("others_final")), key=lambda r: r["lr"]
+            )
             kept_ax.plot([r["lr"] for r in own], [others_kept(r) for r in own], "o-", ms=3, label=opt)
         kept_ax.axhline(rows[0]["tau"], color="k", lw=0.8, ls="--")
         kept_ax.set(xscale="log", xlabel="learning rate", ylabel="other concepts kept", ylim=(-0.02, 1.22))
