@@ -555,10 +555,9 @@ def others_kept(row: dict) -> float | None:
     """The other concepts' mean accuracy at the runs' last points over their mean at the start
     (1.0: untouched); None when the row tracked no other concept. With ``stop_at_resurgence`` the
     last point is where the concept came back: what bringing it back cost the others."""
-    start = [row["others_start"][k] for k in row["others_final"] if k in row.get("others_start", {})]
-    if not start or not sum(start):
-        return None
-    return sum(row["others_final"][k] for k in row["others_final"] if k in row["others_start"]) / sum(start)
+    shared = [k for k in row["others_final"] if k in row.get("others_start", {})]
+    start = sum(row["others_start"][k] for k in shared)
+    return sum(row["others_final"][k] for k in shared) / start if start else None
 
 
 def choose_lr(rows: Sequence[dict], rule: str = "fastest", keep: float = 0.8) -> dict:

@@ -379,9 +379,9 @@ def test_the_selective_rule_picks_the_fastest_rate_that_kept_the_other_concepts(
     # None kept them: the least damage of those that came back, flagged; never a diverged one.
     rough = choose_lr([wreck, row(0.05, 20, 0.4), row(0.3, None, 0.8, diverged=True)], "selective")
     assert rough["lr"] == 0.05 and rough["selective"] is False and rough["came_back"], rough
-    blew = summarize([_run(None, True) | {"config": {**_run(None, True)["config"], "lr": 0.5}}], "red", 1.0)[
-        0
-    ]
+    blew_run = _run(None, True)
+    blew_run["config"]["lr"] = 0.5
+    blew = summarize([blew_run], "red", 1.0)[0]
     assert not blew["others_final"]  # diverged before the last point: the others were never read
     assert choose_lr([wreck, gentle, blew], "selective")["lr"] == 0.03
     no_others = summarize([_run(20, False)], "red", 1.0)[0]
