@@ -30,6 +30,7 @@ from erase.data import load_image_folder as _load_folder
 from erase.diffusion import diffusion_loss
 from erase.errors import EraseError
 from erase.layers import select_parameters
+from erase.stats import wilson
 from erase.train import OPTIMIZERS, FitHooks, FitSettings, NonFiniteLoss, fit, make_optimizer
 
 RELEARN_PARAMS = ("all", "xattn", "xattn-kv", "non-xattn", "changed")
@@ -229,6 +230,36 @@ class Evaluator:
         "every" they are in every point already)."""
         return self._score(self.plan[1:]) if self.others_at == "end" else {}
 
+    def from_scores(self, scores: dict | None) -> dict | None:
+        """The full point this evaluator would draw, read instead from ``erase.score.score_concepts``'
+        result for the same model (an edit's before or after, in its record), or None unless that
+        result covers it: each concept with its per-image verdicts, the same held-out prompts, a
+        superset of the seeds, the same sampling steps, guidance and judge. The images are the
+        same ones (each seeded on its own), so the point is the one drawing them again would give."""
+        if not scores:
+            return None
+        s = scores.get("settings", {})
+        same = {"steps": self.steps, "guidance": self.guidance, "judge": self.judge.spec}
+        same["neutral"] = getattr(self.judge, "neutral", None)
+        if any(s.get(k) != v for k, v in same.items()):
+            return None
+        point: dict = {"accuracy": {}, "ci95": {}, "hits": {}, "n": {}}
+        for concept, seeds in self.plan:
+            res = scores["concepts"].get(concept.name) or {}
+            if "per_image" not in res or res.get("prompts") != list(concept.heldout):
+                return None
+            if not set(seeds) <= set(s["seeds"]):
+                return None
+            col = {seed: i for i, seed in enumerate(s["seeds"])}
+            per = res["per_image"]
+            hits = sum(per[p * len(col) + col[seed]] for p in range(len(concept.heldout)) for seed in seeds)
+            n = len(concept.heldout) * len(seeds)
+            point["accuracy"][concept.name] = hits / n
+            point["ci95"][concept.name] = list(wilson(hits, n))
+            point["hits"][concept.name] = hits
+            point["n"][concept.name] = n
+        return point
+
     @torch.no_grad()
     def _score(self, plan) -> dict:
         from erase.generate import generate
@@ -267,13 +298,15 @@ def attack(
     on_done: Callable[[RelearnConfig, list[str], int], None] | None = None,
     checkpoint: Checkpointer | None = None,
     bar: tuple[str, float] | None = None,
+    start: dict | None = None,
 ) -> list[dict]:
     """Run every config from the UNet's current weights, restoring them between runs; with
     ``checkpoint``, a resumed attack replays its finished runs and goes on with the unfinished one.
 
     Only the trained tensors are copied (every config of one comparison trains the same set), so an
     attack on Stable Diffusion's cross-attention does not hold a second UNet. The starting point is
-    evaluated once and shared by every run. ``on_done(cfg, names, step)`` is called with the relearned
+    evaluated once and shared by every run (or given: ``start``, read from a record of the same
+    weights, ``Evaluator.from_scores``). ``on_done(cfg, names, step)`` is called with the relearned
     weights still in place (e.g. to save them for an audit); ``names`` are the tensors that differ
     from the base model: the trained ones and the erasure's.
 
@@ -287,7 +320,8 @@ def attack(
     params = relearn_parameters(pipe.unet, sets.pop(), changed)
     saved = {k: p.detach().clone() for k, p in params.items()}
     pipe.unet.eval()
-    start = evaluate(final=True)
+    if start is None:
+        start = evaluate(final=True)
     runs = []
 
     def evaluate_alone(final: bool = True) -> dict:

@@ -152,6 +152,9 @@ def classify_concept(
         "predicted": dict(Counter(pred)),  # with the neutral label, if any: "none of these"
         "neutral": clf.neutral,
         "clip_score": clip_score(judge, images, prompts, features=feats),
+        # Each image's verdict, in the images' order: a later job that needs a subset of these images
+        # (fewer seeds) reads it from a record instead of drawing them again.
+        "per_image": hits.astype(int).tolist(),
     }
 
 
@@ -196,6 +199,7 @@ def score_concepts(
         )
         per_image_prompts = [p for p in prompts for _ in seeds]
         res = classify_concept(judge, concept, images, per_image_prompts, classifiers)
+        res["prompts"] = prompts  # the order of per_image: prompt-major over the seeds
         if keep_images:
             res["images"] = images
         results[concept.name] = res

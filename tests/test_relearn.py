@@ -533,3 +533,94 @@ def test_the_study_table_shows_the_start_the_verdict_and_the_others_before_and_a
         "| uce-red | uce | 0.00 (0/24) | > 100 (none came back) held @ 1; on the original: kept, "
         "others at the end 0.70 | 0.90 -> 0.50 |" in md
     ), md
+
+
+def _scores(book, per_image: dict, seeds=(1000, 1001), **settings):
+    """A score_concepts result as an edit's record holds it: per-image verdicts, prompt-major."""
+    concepts = {n: {"per_image": v, "prompts": list(book.get(n).heldout)} for n, v in per_image.items()}
+    base = {"seeds": list(seeds), "steps": 2, "guidance": 7.5, "judge": "toy", "neutral": None}
+    return {"concepts": concepts, "settings": base | settings}
+
+
+def test_a_point_is_read_from_scores_that_cover_it_and_only_then(toy_book):
+    from types import SimpleNamespace
+
+    from erase.relearn import Evaluator
+    from erase.stats import wilson
+
+    red, green = toy_book.get("red"), toy_book.get("green")
+    judge = SimpleNamespace(spec="toy", neutral=None)
+    ev = Evaluator(None, judge, red, [green], seeds=[1000, 1001], other_seeds=[1001], steps=2)
+    n_red, n_green = 2 * len(red.heldout), len(green.heldout)
+    # red: every image a hit but the first prompt's two; green: a hit under seed 1001 only.
+    scores = _scores(toy_book, {"red": [0, 0] + [1] * (n_red - 2), "green": [0, 1] * n_green})
+    point = ev.from_scores(scores)
+    assert point["hits"] == {"red": n_red - 2, "green": n_green}
+    assert point["n"] == {"red": n_red, "green": n_green}
+    assert point["accuracy"]["green"] == 1.0 and point["ci95"]["red"] == list(wilson(n_red - 2, n_red))
+    # Anything the scores do not cover is drawn instead.
+    assert ev.from_scores(None) is None
+    for changed in ({"steps": 3}, {"judge": "ViT-B-32:openai"}, {"seeds": [1000, 1002]}):
+        assert ev.from_scores(scores | {"settings": scores["settings"] | changed}) is None, changed
+    scores["concepts"]["green"]["prompts"].reverse()  # another concept file
+    assert ev.from_scores(scores) is None
+    del scores["concepts"]["green"]
+    assert ev.from_scores(scores) is None
+
+
+def test_relearning_reads_the_edits_scores_instead_of_drawing_them_again(
+    tmp_path, capsys, toy_book, toy_judge
+):
+    from erase.delta import apply_delta
+    from erase.models import load_pipeline, model_fingerprint
+    from erase.relearn import Evaluator
+
+    edit = tmp_path / "red-uce"
+    edit_args = ["--method", "uce", "--eval-seeds", "1000-1001", "--eval-steps", 2, "--out", edit]
+    code, _, err = cli(["concept", "red", *edit_args], capsys)
+    assert code == 0, err
+
+    out = tmp_path / "rl"
+    args = [
+        "relearn",
+        edit,
+        "--optimizers",
+        "sgd",
+        "--lrs",
+        "0.1",
+        "--steps",
+        1,
+        "--seeds",
+        0,
+        "--examples",
+        2,
+    ]
+    args += [
+        "--eval-seeds",
+        "1000,1001",
+        "--other-seeds",
+        1000,
+        "--eval-steps",
+        2,
+        "--oracle",
+        "none",
+        "--out",
+        out,
+    ]
+    code, _, err = cli(args, capsys)
+    assert code == 0, err
+    res = json.loads((out / "relearn.json").read_text())["results"]
+    assert res["reused_scores"] == {
+        "record": str(edit / "record.json"),
+        "original": True,
+        "erased start": True,
+    }
+    # The points read from the record are the ones drawing the images again gives.
+    others = [toy_book.get(n) for n in res["images_per_point"] if n != "red"]
+    pipe = load_pipeline("toy", device="cpu")
+    ev = Evaluator(
+        pipe, toy_judge, toy_book.get("red"), others, seeds=[1000, 1001], other_seeds=[1000], steps=2
+    )
+    assert res["original"] == json.loads(json.dumps(ev()))
+    apply_delta(pipe.unet, edit / "delta.safetensors", model_fingerprint("toy"))
+    assert res["runs"][0]["curve"][0] == {"step": 0, **json.loads(json.dumps(ev()))}

@@ -341,14 +341,20 @@ def _attack(cfg, run, rec, path, meta, target, others, configs, examples, out, o
     seeds = {"seeds": list(cfg.eval_seeds), "other_seeds": list(cfg.other_seeds), "steps": cfg.eval_steps}
     seeds["others_at"] = cfg.others_at
     evaluate = Evaluator(pipe, judge, target, others, **seeds)
-    original = evaluate()
+    fingerprint = model_fingerprint(base)
+    # The edit's own before/after scores stand for the original and the erased start point when
+    # they cover them (same weights, prompts, seeds, sampling and judge): no image drawn twice.
+    before, after = _edit_scores(cfg, path, meta, fingerprint, str(pipe.device))
+    original, start = evaluate.from_scores(before), evaluate.from_scores(after)
+    reused = {"record": str(Path(path).parent / "record.json"), "original": bool(original)}
+    reused["erased start"] = bool(start)
+    original = original or evaluate()
     if examples is None:
         examples = generated_examples(pipe, target.prompts, cfg.examples)
     rec.prompts("relearning examples", texts=examples.prompts)
     data = encode_examples(pipe, examples)
 
     # 3. Apply the erasure and attack it; then the oracle, if any, with the same data and runs.
-    fingerprint = model_fingerprint(base)
     apply_delta(pipe.unet, path, fingerprint)
     keep = _Keeper(pipe, base, fingerprint, meta, path, configs[0].seed) if cfg.save_weights else None
     bar = (target.name, cfg.tau * original["accuracy"][target.name])
@@ -361,6 +367,7 @@ def _attack(cfg, run, rec, path, meta, target, others, configs, examples, out, o
         on_done=keep,
         checkpoint=run.checkpoint,
         bar=bar,
+        start=start,
     )
     acc0 = original["accuracy"][target.name]
     rows = summarize(runs, target.name, acc0)
@@ -384,7 +391,7 @@ def _attack(cfg, run, rec, path, meta, target, others, configs, examples, out, o
         oracle, oracle_rows = "itself", rows
     if cfg.base_check:
         pipe = opipe = None  # the attacked models, freed before the original is loaded again
-    base_runs = _base_check(cfg, base, data, configs, judge, target, others, seeds, run, bar)
+    base_runs = _base_check(cfg, base, data, configs, judge, target, others, seeds, run, bar, original)
     # Each process kept the weights of its own configs; the main one writes them all.
     relearned = dict(distributed.gather(list(keep.kept.items()))) if keep else {}
     if not distributed.is_main():
@@ -403,6 +410,8 @@ def _attack(cfg, run, rec, path, meta, target, others, configs, examples, out, o
             "runs": oracle_runs,
         },
         "images_per_point": evaluate.images_per_point,
+        # Points read from the edit's record instead of drawn again (the same images).
+        "reused_scores": reused if reused["original"] or reused["erased start"] else None,
         "base": {"summary": summarize(base_runs, target.name, acc0), "runs": base_runs}
         if base_runs
         else None,
@@ -410,10 +419,34 @@ def _attack(cfg, run, rec, path, meta, target, others, configs, examples, out, o
     return _write(cfg, run, rec, results, relearned, len(examples.images), out, str(judge.device))
 
 
-def _base_check(cfg, base, data, configs, judge, target, others, seeds, run, bar) -> list[dict]:
-    """With ``--base-check``, the same attack on the original model (nothing erased). The original
-    starts at the bar, so a run stopped at resurgence would stop at its first point: every base run
-    goes the whole budget."""
+def _edit_scores(
+    cfg, path: Path, meta: dict, fingerprint: str, device: str
+) -> tuple[dict | None, dict | None]:
+    """The before/after scores in the record the edit wrote beside its delta, when they were drawn
+    from the same weights on the same device and dtype; (None, None) otherwise."""
+    import json
+
+    file = Path(path).parent / "record.json"
+    try:
+        record = json.loads(file.read_text())
+        results, config = record["results"], record["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, None
+    same = (
+        meta.get("base_fingerprint") == fingerprint
+        and record.get("device") == device
+        and config.get("dtype") == cfg.dtype
+    )
+    # The record of this very delta: both carry the edit's time, to the centisecond.
+    if not same or not isinstance(results, dict) or results.get("edit_seconds") != meta.get("wall_seconds"):
+        return None, None
+    return results.get("before"), results.get("after")
+
+
+def _base_check(cfg, base, data, configs, judge, target, others, seeds, run, bar, original) -> list[dict]:
+    """With ``--base-check``, the same attack on the original model (nothing erased), from the
+    ``original`` point already scored. The original starts at the bar, so a run stopped at
+    resurgence would stop at its first point: every base run goes the whole budget."""
     from erase.relearn import Evaluator, attack
 
     if not cfg.base_check:
@@ -426,6 +459,7 @@ def _base_check(cfg, base, data, configs, judge, target, others, seeds, run, bar
         Evaluator(bpipe, judge, target, others, **seeds),
         checkpoint=run.checkpoint,
         bar=bar,
+        start=original,
     )
 
 
