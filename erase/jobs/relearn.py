@@ -342,12 +342,7 @@ def _attack(cfg, run, rec, path, meta, target, others, configs, examples, out, o
     seeds["others_at"] = cfg.others_at
     evaluate = Evaluator(pipe, judge, target, others, **seeds)
     fingerprint = model_fingerprint(base)
-    # The edit's own before/after scores stand for the original and the erased start point when
-    # they cover them (same weights, prompts, seeds, sampling and judge): no image drawn twice.
-    before, after = _edit_scores(cfg, path, meta, fingerprint, str(pipe.device))
-    original, start = evaluate.from_scores(before), evaluate.from_scores(after)
-    reused = {"record": str(Path(path).parent / "record.json"), "original": bool(original)}
-    reused["erased start"] = bool(start)
+    original, start, reused = _points_from_edit(cfg, evaluate, path, meta, fingerprint, str(pipe.device))
     original = original or evaluate()
     if examples is None:
         examples = generated_examples(pipe, target.prompts, cfg.examples)
@@ -371,26 +366,11 @@ def _attack(cfg, run, rec, path, meta, target, others, configs, examples, out, o
     )
     acc0 = original["accuracy"][target.name]
     rows = summarize(runs, target.name, acc0)
-    oracle_runs, oracle_rows = [], None
-    if isinstance(oracle, dict):
-        oracle_runs = oracle["runs"]
-    elif oracle is not None:
-        del pipe
-        opipe = cfg.load(oracle)
-        oracle_runs = attack(
-            opipe,
-            data,
-            configs,
-            Evaluator(opipe, judge, target, others, **seeds),
-            checkpoint=run.checkpoint,
-            bar=bar,
-        )
-    if oracle is not None:
-        oracle_rows = summarize(oracle_runs, target.name, acc0)
-    elif meta.get("oracle"):  # the model attacked is an oracle: its own runs are the calibration
+    pipe = None  # the attacked model, freed before the oracle or the original is loaded
+    oracle_runs = _oracle_runs(cfg, oracle, data, configs, judge, target, others, seeds, run, bar)
+    oracle_rows = summarize(oracle_runs, target.name, acc0) if oracle is not None else None
+    if oracle is None and meta.get("oracle"):  # the model attacked is an oracle: its own runs calibrate
         oracle, oracle_rows = "itself", rows
-    if cfg.base_check:
-        pipe = opipe = None  # the attacked models, freed before the original is loaded again
     base_runs = _base_check(cfg, base, data, configs, judge, target, others, seeds, run, bar, original)
     # Each process kept the weights of its own configs; the main one writes them all.
     relearned = dict(distributed.gather(list(keep.kept.items()))) if keep else {}
@@ -411,7 +391,7 @@ def _attack(cfg, run, rec, path, meta, target, others, configs, examples, out, o
         },
         "images_per_point": evaluate.images_per_point,
         # Points read from the edit's record instead of drawn again (the same images).
-        "reused_scores": reused if reused["original"] or reused["erased start"] else None,
+        "reused_scores": reused,
         "base": {"summary": summarize(base_runs, target.name, acc0), "runs": base_runs}
         if base_runs
         else None,
@@ -419,11 +399,28 @@ def _attack(cfg, run, rec, path, meta, target, others, configs, examples, out, o
     return _write(cfg, run, rec, results, relearned, len(examples.images), out, str(judge.device))
 
 
-def _edit_scores(
-    cfg, path: Path, meta: dict, fingerprint: str, device: str
-) -> tuple[dict | None, dict | None]:
-    """The before/after scores in the record the edit wrote beside its delta, when they were drawn
-    from the same weights on the same device and dtype; (None, None) otherwise."""
+def _oracle_runs(cfg, oracle, data, configs, judge, target, others, seeds, run, bar) -> list[dict]:
+    """The calibration's runs: none, an oracle relearning's (reused), or the same attack on the oracle."""
+    from erase.relearn import Evaluator, attack
+
+    if oracle is None or isinstance(oracle, dict):
+        return oracle["runs"] if oracle else []
+    opipe = cfg.load(oracle)
+    return attack(
+        opipe,
+        data,
+        configs,
+        Evaluator(opipe, judge, target, others, **seeds),
+        checkpoint=run.checkpoint,
+        bar=bar,
+    )
+
+
+def _points_from_edit(cfg, evaluate, path, meta: dict, fingerprint: str, device: str) -> tuple:
+    """The original model's point and the erasure's starting point, read from the before/after
+    scores of the edit's record where they cover them (same weights, prompts, seeds, sampling,
+    judge, device and dtype: the same images), so that no image is drawn twice; each None where
+    not. Then what was read, for the record (None when nothing was)."""
     import json
 
     file = Path(path).parent / "record.json"
@@ -431,7 +428,7 @@ def _edit_scores(
         record = json.loads(file.read_text())
         results, config = record["results"], record["config"]
     except (OSError, ValueError, KeyError, TypeError):
-        return None, None
+        return None, None, None
     same = (
         meta.get("base_fingerprint") == fingerprint
         and record.get("device") == device
@@ -439,8 +436,11 @@ def _edit_scores(
     )
     # The record of this very delta: both carry the edit's time, to the centisecond.
     if not same or not isinstance(results, dict) or results.get("edit_seconds") != meta.get("wall_seconds"):
-        return None, None
-    return results.get("before"), results.get("after")
+        return None, None, None
+    original, start = evaluate.from_scores(results.get("before")), evaluate.from_scores(results.get("after"))
+    if original is None and start is None:
+        return None, None, None
+    return original, start, {"record": str(file), "original": bool(original), "erased start": bool(start)}
 
 
 def _base_check(cfg, base, data, configs, judge, target, others, seeds, run, bar, original) -> list[dict]:
