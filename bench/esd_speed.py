@@ -207,6 +207,41 @@ def predicted(costs: dict, s: dict, variant: str, iters: int) -> float:
     return D * f[str(2 * T)] + iters * g
 
 
+def crossover(costs: dict, s: dict, variant: str) -> float:
+    """Iterations from which ``bank`` is the cheaper of the two: its one-off trajectories over what
+    one iteration of ``variant`` costs beyond the gradient step both take."""
+    per_iteration = predicted(costs, s, variant, 1) - costs["gradient_step"]
+    return s["ddim_steps"] * costs["forward"][str(2 * s["trajectories"])] / per_iteration
+
+
+def derived(summary: dict) -> dict:
+    """What follows from the measured runs and unit costs: ratios, predictions, crossovers."""
+    s, costs, runs = summary["esd_settings"], summary["unit_costs"], summary["runs"]
+    for r in runs:
+        r["predicted_seconds"] = round(predicted(costs, s, r["variant"], r["iters"]), 3)
+        r["prediction_error"] = round(r["predicted_seconds"] / r["seconds"] - 1, 3)
+    by = {(r["variant"], r["iters"]): r for r in runs}
+    summary["speed_ratios"] = {
+        str(i): {
+            f"naive_over_{v}": round(by[("naive", i)]["seconds"] / by[(v, i)]["seconds"], 2)
+            for v in ("fresh", "bank")
+            if ("naive", i) in by and (v, i) in by
+        }
+        for i in sorted({r["iters"] for r in runs})
+    }
+    summary["cost_model"] = COST_MODEL
+    summary["crossover_iters"] = {v: round(crossover(costs, s, v), 1) for v in ("naive", "fresh")}
+    pred = summary.get("prediction")
+    if pred:
+        n, big = pred["iters"], pred["unit_costs"]
+        seconds = {v: predicted(big, s, v, n) for v in VARIANTS}
+        pred["seconds"] = {v: round(x, 1) for v, x in seconds.items()}
+        pred["naive_over_fresh"] = round(seconds["naive"] / seconds["fresh"], 2)
+        pred["naive_over_bank"] = round(seconds["naive"] / seconds["bank"], 2)
+        pred["crossover_iters"] = {v: round(crossover(big, s, v), 1) for v in ("naive", "fresh")}
+    return summary
+
+
 def child(args, *extra) -> dict:
     cmd = [
         sys.executable,
@@ -244,8 +279,20 @@ def main():
     )
     p.add_argument("--max-batch", type=int, help=argparse.SUPPRESS)
     p.add_argument("--out", help="write the JSON result here")
+    p.add_argument(
+        "--derive",
+        help="a written result: recompute what follows from its measurements (ratios, the cost model's "
+        "predictions and crossovers) and write it back; runs nothing",
+    )
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.derive:
+        with open(args.derive) as f:
+            summary = derived(json.load(f))
+        with open(args.derive, "w") as f:
+            json.dump(summary, f, indent=2)
+        print(json.dumps({k: summary[k] for k in ("speed_ratios", "crossover_iters")}, indent=2))
+        return
     torch.set_num_threads(args.threads)
     if args.child:  # "run:VARIANT:ITERS" or "costs:PX"
         kind, *rest = args.child.split(":")
@@ -258,20 +305,8 @@ def main():
     runs = []
     for iters in [int(i) for i in args.iters.split(",")]:
         for variant in args.variants.split(","):  # one after the other: two torch jobs distort both
-            r = child(args, "--child", f"run:{variant}:{iters}")
-            r["predicted_seconds"] = round(predicted(costs, s, variant, iters), 3)
-            r["prediction_error"] = round(r["predicted_seconds"] / r["seconds"] - 1, 3)
-            runs.append(r)
-            print(json.dumps(r), flush=True)
-    by = {(r["variant"], r["iters"]): r for r in runs}
-    ratios = {
-        str(i): {
-            f"naive_over_{v}": round(by[("naive", i)]["seconds"] / by[(v, i)]["seconds"], 2)
-            for v in ("fresh", "bank")
-            if ("naive", i) in by and (v, i) in by
-        }
-        for i in sorted({r["iters"] for r in runs})
-    }
+            runs.append(child(args, "--child", f"run:{variant}:{iters}"))
+            print(json.dumps(runs[-1]), flush=True)
     summary = {
         "command": " ".join(["python", "bench/esd_speed.py", *sys.argv[1:]]),
         "model": args.model,
@@ -286,22 +321,12 @@ def main():
         "prompt": PROMPT,
         "unit_costs": costs,
         "runs": runs,
-        "speed_ratios": ratios,
-        "cost_model": COST_MODEL,
     }
     if args.predict_px:
         cap = ["--max-batch", str(args.predict_max_batch)] if args.predict_max_batch else []
         big = child(args, "--child", f"costs:{args.predict_px}", *cap)
-        n = args.predict_iters
-        pred = {v: predicted(big, s, v, n) for v in VARIANTS}
-        summary["prediction"] = {
-            "px": args.predict_px,
-            "iters": n,
-            "unit_costs": big,
-            "seconds": {v: round(x, 1) for v, x in pred.items()},
-            "naive_over_fresh": round(pred["naive"] / pred["fresh"], 2),
-            "naive_over_bank": round(pred["naive"] / pred["bank"], 2),
-        }
+        summary["prediction"] = {"px": args.predict_px, "iters": args.predict_iters, "unit_costs": big}
+    summary = derived(summary)
     print(json.dumps(summary, indent=2))
     if args.out:
         with open(args.out, "w") as f:
