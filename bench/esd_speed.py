@@ -287,8 +287,11 @@ def main():
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.derive:
-        with open(args.derive) as f:
-            summary = derived(json.load(f))
+        try:
+            with open(args.derive) as f:
+                summary = derived(json.load(f))
+        except (OSError, ValueError, KeyError) as e:
+            p.exit(2, f"esd_speed.py: --derive {args.derive}: not a result of this script ({e!r})\n")
         with open(args.derive, "w") as f:
             json.dump(summary, f, indent=2)
         print(json.dumps({k: summary[k] for k in ("speed_ratios", "crossover_iters")}, indent=2))

@@ -607,8 +607,9 @@ def test_relearning_reads_the_edits_scores_instead_of_drawing_them_again(
         "--out",
         out,
     ]
-    code, _, err = cli(args, capsys)
+    code, stdout, err = cli(args, capsys)
     assert code == 0, err
+    assert f"original and erased start read from {edit / 'record.json'}" in stdout
     res = json.loads((out / "relearn.json").read_text())["results"]
     assert res["reused_scores"] == {
         "record": str(edit / "record.json"),

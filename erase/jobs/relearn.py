@@ -488,6 +488,9 @@ def _write(cfg, run, rec, results, relearned: dict, n_examples: int, out, device
     ]
     results["table"] = format_summary(rows, name, acc0, erased, oracle=oracle_rows)
     print(results["table"])
+    if results.get("reused_scores"):
+        read = [k for k in ("original", "erased start") if results["reused_scores"][k]]
+        print(f"{' and '.join(read)} read from {results['reused_scores']['record']} (the same images)")
 
     # 4. Record, plot.
     with run.commit() as tmp:
