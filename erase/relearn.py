@@ -243,14 +243,16 @@ class Evaluator:
         same["neutral"] = getattr(self.judge, "neutral", None)
         if any(s.get(k) != v for k, v in same.items()):
             return None
+        col = {seed: i for i, seed in enumerate(s.get("seeds", []))}  # per_image is prompt-major
         point: dict = {"accuracy": {}, "ci95": {}, "hits": {}, "n": {}}
         for concept, seeds in self.plan:
             res = scores["concepts"].get(concept.name) or {}
-            if "per_image" not in res or res.get("prompts") != list(concept.heldout):
+            if (
+                "per_image" not in res
+                or res.get("prompts") != list(concept.heldout)
+                or not set(seeds) <= set(col)
+            ):
                 return None
-            if not set(seeds) <= set(s["seeds"]):
-                return None
-            col = {seed: i for i, seed in enumerate(s["seeds"])}
             per = res["per_image"]
             hits = sum(per[p * len(col) + col[seed]] for p in range(len(concept.heldout)) for seed in seeds)
             n = len(concept.heldout) * len(seeds)
