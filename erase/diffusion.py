@@ -127,12 +127,17 @@ class Conditioning:
         return Conditioning(mv(self.embeds), mv(self.text_embeds), mv(self.time_ids))
 
 
-@torch.no_grad()
-def encode_prompts(pipe, prompts: list[str]) -> Conditioning:
-    """Encode prompts with the pipeline's own text encoder(s), as its ``__call__`` would."""
+def encode_prompts(pipe, prompts: list[str], *, grad: bool = False) -> Conditioning:
+    """Encode prompts with the pipeline's own text encoder(s), as its ``__call__`` would; with
+    ``grad`` the result carries gradients back to the encoders (an attack training a token)."""
     from erase.tokens import check_pipeline_prompts
 
     check_pipeline_prompts(pipe, prompts)
+    with torch.set_grad_enabled(grad):
+        return _encode(pipe, prompts)
+
+
+def _encode(pipe, prompts: list[str]) -> Conditioning:
     device = pipe.device
     if hasattr(pipe, "text_encoder_2"):  # SDXL: two encoders, pooled text and size conditioning
         embeds, _, pooled, _ = pipe.encode_prompt(

@@ -13,6 +13,8 @@ pipeline and the commands a user types go through the same code and write the sa
   ``erase/toy/oracles/color=red``), for the stages below to attack or audit;
 - ``score``: the before/after scores of the edit (its record.json); without an edit, RUN/score/;
 - ``relearn``: ``erase relearn`` into RUN/relearn/, saving the relearned weights when audited;
+- ``attack``: ``erase attack`` into RUN/attack/ (concept inversion, ...; calibrated on the base
+  model and the oracle);
 - ``audit``: ``erase audit`` into RUN/audit/;
 - ``report``: ``erase report``: RUN/report.html and RUN/report.md from everything the run wrote;
 - ``seed003``: seed 003's descent-ascent case into RUN/seed003/.
@@ -135,6 +137,7 @@ STAGES: dict[str, tuple[type[JobConfig], tuple[str, ...]]] = {
     "use": (UseStage, ()),
     "score": (ScoreStage, ()),
     "relearn": (jobs.RelearnJob, (*MODEL, *RUNNING, "concepts", "judge", "run", "concept", "save_weights")),
+    "attack": (jobs.AttackJob, (*MODEL, "out", "overwrite", "concepts", "judge", "run", "concept")),
     "audit": (
         jobs.AuditJob,
         (*MODEL, *RUNNING, "concepts", "judge", "run", "concept", "relearned", "no_relearned"),
@@ -251,7 +254,7 @@ def _check_order(p: Pipeline) -> None:
     if sum(n in names for n in EDITS) > 1:
         raise EraseError(f"{path}: a pipeline has one erase, untrain or use stage; split it in two")
     edit = next((n for n in names if n in EDITS), None)
-    for need in ("relearn", "audit"):
+    for need in ("relearn", "attack", "audit"):
         if need in names and (edit is None or names.index(edit) > names.index(need)):
             raise EraseError(
                 f"{path}: stages[{names.index(need)}].{need} needs an erase, untrain or use stage before it"
@@ -263,9 +266,13 @@ def _check_order(p: Pipeline) -> None:
     if "report" in names and names.index("report") != len(names) - 1:
         raise EraseError(f"{path}: stages[{names.index('report')}].report must be the last stage")
     untrain = p.get("untrain")
-    if untrain is not None and not untrain.get("concept") and ("relearn" in names or "audit" in names):
+    if (
+        untrain is not None
+        and not untrain.get("concept")
+        and any(n in names for n in ("relearn", "attack", "audit"))
+    ):
         raise EraseError(
-            f"{path}: stages[{names.index('untrain')}].untrain.concept is required for relearn and audit "
+            f"{path}: stages[{names.index('untrain')}].untrain.concept is required for relearn, attack and audit "
             "(what the forget set shows, e.g. red)"
         )
     score = p.get("score")
@@ -309,7 +316,7 @@ def plan(p: Pipeline, out: Path) -> list[tuple[str, JobConfig | None]]:
             steps.append((name, stage(name, given | seen)))
         elif name == "use":
             steps.append((name, stage(name)))
-        elif name in ("relearn", "audit"):
+        elif name in ("relearn", "attack", "audit"):
             edit = steps[[n for n, _ in steps].index(edit_name)][1]
             made = edit.run if edit_name == "use" else str(out / edit_name)
             given |= {"run": made, "concept": edit.concept}
@@ -321,7 +328,7 @@ def plan(p: Pipeline, out: Path) -> list[tuple[str, JobConfig | None]]:
                     value = fields_.get(key)
                     if isinstance(value, str) and value.startswith("run:"):
                         resolved[key] = str((out.parent / value[4:] / "relearn").absolute())
-            else:
+            elif name == "audit":
                 given |= {"relearned": out / "relearn"} if "relearn" in p.names else {"no_relearned": True}
             steps.append((name, stage(name, given, resolved)))
         elif name == "score" and edit_name is None:

@@ -333,6 +333,44 @@ CASES: list[tuple[str, list[str], tuple[str, ...], Callable | None]] = [
         ("imgs", "one caption per image"),
         lambda tmp: (good_delta(tmp), uncaptioned_images(tmp)),
     ),
+    # attack
+    (
+        "attack-unknown-attack",
+        ["attack", "{tmp}/ok.safetensors", "--attack", "inversion,telepathy", *OUT],
+        ("telepathy", "choose one of"),
+        good_delta,
+    ),
+    (
+        "attack-unknown-setting",
+        ["attack", "{tmp}/ok.safetensors", "--set", "stepz=10", *OUT],
+        ("stepz", "no attack"),
+        good_delta,
+    ),
+    (
+        "attack-setting-for-an-attack-not-run",
+        ["attack", "{tmp}/ok.safetensors", "--set", "prompt.steps=10", *OUT],
+        ("prompt", "--attack"),
+        good_delta,
+    ),
+    (
+        "attack-negative-steps",
+        ["attack", "{tmp}/ok.safetensors", "--set", "inversion.steps=-5", *OUT],
+        ("steps", "positive"),
+        good_delta,
+    ),
+    (
+        "attack-two-word-init",
+        ["attack", "{tmp}/ok.safetensors", "--set", "init=red thing", *OUT],
+        ("init", "one word"),
+        good_delta,
+    ),
+    (
+        "attack-data-level-run-without-concept",
+        ["attack", "{tmp}/ga.safetensors", *OUT],
+        ("ga.safetensors", "--concept NAME"),
+        data_level_delta,
+    ),
+    ("attack-missing-run", ["attack", "{tmp}/no-run", *OUT], ("no-run", "pass a delta file"), None),
     # compare
     ("compare-not-a-relearning", ["compare", "{tmp}/run", *OUT], ("run", "erase relearn"), no_relearn_json),
     # toy
@@ -415,6 +453,7 @@ def test_the_matrix_covers_every_command():
         "data",
         "apply",
         "relearn",
+        "attack",
         "compare",
         "toy train",
         "toy oracle",

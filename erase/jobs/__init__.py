@@ -13,8 +13,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from erase.jobs import apply, audit, compare, concept, generate, relearn, report, score, seed003, toy, untrain
+from erase.jobs import (
+    apply,
+    attack,
+    audit,
+    compare,
+    concept,
+    generate,
+    relearn,
+    report,
+    score,
+    seed003,
+    toy,
+    untrain,
+)
 from erase.jobs.apply import ApplyJob
+from erase.jobs.attack import AttackJob
 from erase.jobs.audit import AuditJob
 from erase.jobs.base import JobConfig, JobResult, command_line
 from erase.jobs.compare import CompareJob
@@ -35,6 +49,7 @@ JOBS: dict[type[JobConfig], Callable[..., JobResult]] = {
     UntrainJob: untrain.run,
     ApplyJob: apply.run,
     RelearnJob: relearn.run,
+    AttackJob: attack.run,
     AuditJob: audit.run,
     CompareJob: compare.run,
     ReportJob: report.run,
@@ -53,6 +68,7 @@ def run(cfg: JobConfig) -> JobResult:
 __all__ = [
     "JOBS",
     "ApplyJob",
+    "AttackJob",
     "AuditJob",
     "CompareJob",
     "ConceptJob",

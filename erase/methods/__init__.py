@@ -8,10 +8,11 @@ are imported when first used, so listing the names (``erase concept --help``) lo
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from types import ModuleType
 
 from erase.errors import EraseError
+from erase.settings import build_config
 
 
 @dataclass(frozen=True)
@@ -32,41 +33,11 @@ class Method:
     def config(self, overrides: dict | None = None, *, toy: bool = False):
         """The method's config: paper defaults, the toy world's overrides when ``toy``, this
         variant's fields, then the user's overrides (unknown names are refused)."""
-        overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-        known = {f.name for f in fields(self.module.Config)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise EraseError(f"{self.name} has no setting {unknown[0]!r}; it has {', '.join(sorted(known))}")
-        types = {f.name: f.type for f in fields(self.module.Config)}
-        overrides = {k: _typed(self.name, k, types[k], v) for k, v in overrides.items()}
-        values = (dict(self.module.TOY) if toy else {}) | self.variant | overrides
-        return self.module.Config(**values)
+        return build_config(self.name, self.module, overrides, toy=toy, variant=self.variant)
 
     def smoke(self) -> dict:
         """The test matrix's overrides: the module's ``SMOKE`` (``config`` adds the variant's fields)."""
         return dict(self.module.SMOKE)
-
-
-_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
-
-
-def _typed(method: str, name: str, annotation, value):
-    """A user's setting checked against the config field's type (``--set low_memory=maybe`` or
-    ``steps: ten`` would otherwise reach the method as a string); an int is accepted as a float."""
-    want = _TYPES.get(annotation if isinstance(annotation, str) else getattr(annotation, "__name__", ""))
-    if want is None:
-        return value
-    if want is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if want is float and isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    if isinstance(value, want) and (want is bool or not isinstance(value, bool)):
-        return value
-    example = {"int": "200", "float": "1e-4", "bool": "true or false", "str": "a word"}[want.__name__]
-    raise EraseError(f"{method} setting {name} must be {want.__name__} ({example}), got {value!r}")
 
 
 REGISTRY: dict[str, Method] = {

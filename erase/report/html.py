@@ -42,6 +42,7 @@ def collect(run: Path) -> dict:
         "edit": _read(edit_dir / "record.json") if edit_dir else None,
         "relearn": _read(run / "relearn" / "relearn.json"),
         "audit": _read(run / "audit" / "audit.json"),
+        "attack": _read(run / "attack" / "attack.json"),
         "score": _read(run / "score" / "record.json"),
     }
 
@@ -220,8 +221,10 @@ def build_report(run: Path, title: str | None = None) -> dict:
                 + [(p, "learning-rate sweep") for p in [Path(run) / "relearn" / "sweep.png"] if p.is_file()],
             }
         )
+    if info["attack"]:
+        sections.append(_attack_section(run, info["attack"]))
     facts = []
-    for label, d in (("edit", edit), ("relearn", relearn), ("audit", audit)):
+    for label, d in (("edit", edit), ("relearn", relearn), ("audit", audit), ("attack", info["attack"])):
         if d:
             facts.append(([label, ""], _facts(d)))
     if facts:
@@ -248,6 +251,38 @@ def build_report(run: Path, title: str | None = None) -> dict:
         }
     )
     return {"title": title or f"erase report: {name}", "sections": sections}
+
+
+def _attack_section(run: Path, record: dict) -> dict:
+    """Each attack's success on the base model, the erased model and the oracle, what it found, and
+    the images drawn from it on each model."""
+    res = record["results"]
+    models = list(res["models"])
+    paras = [
+        "Each attack runs with the same seed and examples on every model: on the base model it must bring "
+        "the concept out (or it is not an attack), on the oracle, a model that never learned the concept, "
+        "it shows the floor of what 'gone' can mean. Cells: images in which the judge sees the concept, "
+        "with 95% Wilson intervals."
+    ]
+    for row in res["attacks"]:
+        found = row["erased"]
+        if found.get("token"):
+            paras.append(
+                f"{row['attack']}: token {found['token']} (file {found['embedding']}), prompts such as "
+                f"{found['prompts'][0]!r}; budget {found['budget']}."
+            )
+    images = [
+        (Path(run) / "attack" / row[m]["images"], f"{row['attack']} on the {m} model")
+        for row in res["attacks"]
+        for m in models
+    ]
+    return {
+        "heading": "Attacks",
+        "paragraphs": paras,
+        "pre": res.get("table", ""),
+        "tables": [],
+        "images": images,
+    }
 
 
 def _b64(path: Path) -> str:

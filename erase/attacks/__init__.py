@@ -1,0 +1,49 @@
+"""The attack registry: the one place an attack is named. Adding an attack is one file and one line.
+
+Each entry names a module under ``erase/attacks/`` (see ``erase.attacks.api`` for what it holds).
+Modules are imported when first used, so listing the names (``erase attack --help``) loads no torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+
+from erase.errors import EraseError
+from erase.settings import build_config
+
+
+@dataclass(frozen=True)
+class Attack:
+    name: str
+    module_name: str  # a file under erase/attacks/, or a dotted module path
+
+    @property
+    def module(self) -> ModuleType:
+        path = self.module_name if "." in self.module_name else f"erase.attacks.{self.module_name}"
+        return importlib.import_module(path)
+
+    def config(self, overrides: dict | None = None, *, toy: bool = False):
+        """The attack's config: the source's defaults, the toy world's overrides when ``toy``, then
+        the user's overrides (unknown names are refused)."""
+        return build_config(self.name, self.module, overrides, toy=toy)
+
+    def smoke(self) -> dict:
+        return dict(self.module.SMOKE)
+
+
+REGISTRY: dict[str, Attack] = {
+    # Learn a new token's embedding on images of the concept, the attacked model frozen.
+    "inversion": Attack("inversion", "inversion"),
+}
+
+
+def get_attack(name: str) -> Attack:
+    if name not in REGISTRY:
+        raise EraseError(f"unknown attack {name!r}; choose one of {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def names() -> list[str]:
+    return list(REGISTRY)

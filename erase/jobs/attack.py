@@ -1,0 +1,219 @@
+"""``erase attack``: attack an erasure with the registered attacks (``erase.attacks``), each one
+calibrated: the same attack, seed and examples on the erased model, on the base model (it must
+bring the concept out there) and on the unlearning oracle (what it brings out of a model that never
+learned the concept). ``erase relearn`` is the relearning attack, with its own curves and budgets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from erase.errors import EraseError
+from erase.jobs.base import (
+    FieldError,
+    JobResult,
+    JudgeOptions,
+    ModelOptions,
+    OutOptions,
+    option,
+    positive,
+    start_record,
+)
+from erase.seeds import eval_image_seeds, split_of
+
+
+def _attack_help() -> str:
+    from erase.attacks import names
+
+    return f"comma-separated attacks: {', '.join(names())}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttackJob(ModelOptions, JudgeOptions, OutOptions):
+    """Attack an erasure (concept inversion, ...), calibrated on the base model and the oracle."""
+
+    COMMAND = "attack"
+
+    run: str = option(help="an erase run folder (or its delta file)", positional=True)
+    attack: tuple[str, ...] = option(("inversion",), _attack_help, grammar="list")
+    concept: str | None = option(None, "concept to bring back (default: the one the run erased)")
+    model: str | None = option(None, "base model (default: the one the delta records)")
+    set: dict = option(
+        {},
+        "an attack setting, for every attack that has it (--set steps=100) or for one "
+        "(--set inversion.steps=100); repeatable",
+        grammar="sets",
+        metavar="NAME=VALUE",
+    )
+    seed: int = option(0, "seed of the attack: its data order and noise")
+    examples: int = option(16, "images of the concept the attacker has, drawn by the original model")
+    data: Path | None = option(None, "a folder of images with captions instead of drawn examples")
+    oracle: str = option(
+        "auto",
+        "a model that never learned the concept, attacked the same way: a model "
+        "(toy+erase/toy/oracles/color=red) or an edit of the base (run folder or delta); 'auto': the "
+        "toy world's oracle for the concept when there is one; 'none': uncalibrated",
+    )
+    no_base: bool = option(False, "do not attack the base model (whose result says the attack works)")
+    eval_seeds: tuple[int, ...] = option(
+        eval_image_seeds(6), "held-out seeds of the images drawn from what the attack found", grammar="seeds"
+    )
+    eval_steps: int = option(10, "sampling steps of those images")
+
+    def check(self) -> None:
+        super().check()
+        positive(self, "examples", "eval_steps")
+        if self.seed < 0:
+            raise FieldError("seed", f"must be non-negative, got {self.seed}")
+        if not self.attack:
+            raise FieldError("attack", f"names none; pass e.g. --attack inversion ({_attack_help()})")
+        if not self.oracle.strip():
+            raise FieldError("oracle", "is empty; pass a model, a run folder, 'auto' or 'none'")
+        self.settings(toy=False)  # names and types checked now, not after the model loads
+
+    def settings(self, *, toy: bool) -> dict:
+        """Each attack's config: its defaults (the toy world's on a toy-sized model) and ``set``."""
+        from erase.attacks import get_attack
+
+        chosen = {name: get_attack(name) for name in self.attack}
+        mine = {name: {} for name in chosen}
+        for key, value in self.set.items():
+            name, _, field = key.rpartition(".")
+            if name and name not in chosen:
+                raise FieldError("set", f"{key}: {name!r} is not among --attack ({', '.join(chosen)})")
+            owners = [name] if name else [n for n in chosen if field in _fields(chosen[n])]
+            if not owners:
+                raise FieldError("set", f"no attack of {', '.join(chosen)} has a setting {field!r}")
+            for owner in owners:
+                mine[owner][field] = value
+        return {name: attack.config(mine[name], toy=toy) for name, attack in chosen.items()}
+
+
+def _fields(attack) -> set[str]:
+    from dataclasses import fields
+
+    return {f.name for f in fields(attack.module.Config)}
+
+
+def run(cfg: AttackJob) -> JobResult:
+    from erase.delta import apply_delta, delta_path, read_meta
+    from erase.io import atomic_dir, write_json
+    from erase.jobs.relearn import find_oracle_for
+    from erase.models import model_fingerprint
+    from erase.relearn import generated_examples, load_image_folder
+    from erase.unlearn import is_toy_sized
+
+    # 1. Check inputs before loading anything.
+    path = delta_path(cfg.run)
+    meta = read_meta(path)
+    cfg.check_judge()
+    book = cfg.book()
+    name = (
+        cfg.concept or (meta.get("concepts") or {}).get("erase") or (meta.get("concepts") or {}).get("shows")
+    )
+    if not name:
+        raise EraseError(f"{path} names no erased concept (a data-level run?); pass --concept NAME")
+    target = book.get(name)
+    base = cfg.model or meta["base_model"]
+    oracle = find_oracle_for(cfg, meta, target)
+    if oracle is not None and Path(oracle).suffix == ".safetensors" and not Path(oracle).is_file():
+        raise FieldError("oracle", f"{oracle} does not exist; pass an edit of the base, a model, or 'none'")
+    if oracle is not None and (Path(oracle).is_dir() or Path(oracle).suffix == ".safetensors"):
+        oracle = f"{base}+{oracle}"  # an edit of the same base
+    examples = load_image_folder(cfg.data) if cfg.data else None
+    out = cfg.out_dir("attack", target.name, (Path(cfg.run) / "attack") if Path(cfg.run).is_dir() else None)
+    rec = start_record(
+        cfg,
+        cfg.eval_seeds,
+        delta=str(path),
+        method=meta["method"],
+        base_model=base,
+        oracle_model=oracle,
+        seed_split={"images": split_of(cfg.eval_seeds), "attack": split_of([cfg.seed], "relearn")},
+    )
+    rec.prompts("concepts", file=book.path)
+    rec.prompts(target.name, texts=target.heldout)
+
+    # 2. The original model draws the attacker's examples; then each model is attacked in turn.
+    pipe = cfg.load(base)
+    judge = cfg.load_judge(cfg.judge)
+    settings = cfg.settings(toy=is_toy_sized(pipe))
+    if examples is None:
+        examples = generated_examples(pipe, target.prompts, cfg.examples, seed=cfg.seed)
+    rec.prompts("attack examples", texts=examples.prompts)
+    models = ([] if cfg.no_base else [("base", base)]) + [("erased", f"{base}+{path}")]
+    models += [("oracle", oracle)] if oracle else []
+    with atomic_dir(out) as tmp:
+        found = {}
+        for label, spec in models:
+            if label == "erased":
+                apply_delta(pipe.unet, path, model_fingerprint(base))  # the base, loaded once
+            elif label == "oracle":
+                pipe = None  # freed before the oracle loads
+                pipe = cfg.load(spec)
+            for attack, acfg in settings.items():
+                found[(attack, label)] = _attack_one(
+                    cfg, pipe, judge, target, examples, attack, acfg, tmp, label
+                )
+        results = _results(cfg, target, settings, found, models, meta)
+        print(results["table"])
+        trainable = sum(found[k]["budget"].get("trainable_parameters", 0) for k in found if k[1] == "erased")
+        record = rec.finish(results, trainable=trainable, device=str(judge.device))
+        write_json(tmp / "attack.json", record)
+    print(f"what each attack found, images and record: {out}")
+    return JobResult(out, record)
+
+
+def _attack_one(cfg, pipe, judge, target, examples, attack: str, acfg, tmp: Path, label: str) -> dict:
+    """One attack on one model: what it found, its success on the evaluation seeds, a grid."""
+    from erase.attacks import get_attack
+    from erase.attacks.api import success
+    from erase.generate import grid
+
+    module = get_attack(attack).module
+    where = tmp / attack / label
+    found = module.run(pipe, examples, target, acfg, seed=cfg.seed, out=where)
+    res = success(pipe, judge, target, module, found, seeds=cfg.eval_seeds, steps=cfg.eval_steps)
+    images = res.pop("images")
+    grid(images, cols=len(cfg.eval_seeds)).save(where / "images.png")
+    for key in ("embedding",):
+        if key in found:
+            found[key] = str(Path(found[key]).relative_to(tmp))  # where it lands in the run folder
+    return found | {"success": res, "images": str((where / "images.png").relative_to(tmp))}
+
+
+def _results(cfg, target, settings: dict, found: dict, models, meta: dict) -> dict:
+    from dataclasses import asdict
+
+    from erase.attacks.api import shown, verdict
+    from erase.report.console import markdown_table
+
+    rows = []
+    for attack, acfg in settings.items():
+        got = {label: found.get((attack, label), {}).get("success") for label, _ in models}
+        v = verdict(got["erased"], got.get("base"), got.get("oracle"))
+        rows.append(
+            {"attack": attack, "config": asdict(acfg)}
+            | {label: found[(attack, label)] for label, _ in models}
+            | {"verdict": v}
+        )
+    body = [
+        [
+            r["attack"],
+            shown(r.get("base", {}).get("success")),
+            shown(r["erased"]["success"]),
+            shown(r.get("oracle", {}).get("success")),
+            f"{r['verdict']['outcome']}: {r['verdict']['why']}",
+        ]
+        for r in rows
+    ]
+    header = ["attack", "base model", f"erased ({meta['method']})", "oracle", "verdict"]
+    table = f"attacks on {target.name!r} (images in which the judge sees it, 95% CI)\n"
+    return {
+        "concept": target.name,
+        "method": meta["method"],
+        "models": {label: spec for label, spec in models},
+        "attacks": rows,
+        "table": table + markdown_table(header, body),
+    }

@@ -1,0 +1,209 @@
+"""The attack registry and concept inversion: mechanics on tiny SD 1.x / 2.x / XL pipelines (finite,
+seeded, the pipeline left as it was, the file diffusers loads); the verdict's reading of counts.
+Efficacy on the toy world is in ``tests/test_attacks_toy.py``."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+import erase.attacks
+from erase.attacks import REGISTRY, get_attack
+from erase.attacks.api import AttackModule, verdict
+from erase.attacks.inversion import token_for, with_token
+from erase.errors import EraseError
+from erase.methods.base import ImageSet
+from tests import tiny
+
+PIPES = {"sd1": tiny.sd1, "sd2": tiny.sd2, "sdxl": tiny.sdxl}
+
+
+def test_every_attack_file_is_registered_and_has_the_interface():
+    files = {m.name for m in pkgutil.iter_modules(erase.attacks.__path__)} - {"api"}
+    assert files == {a.module_name for a in REGISTRY.values()}
+    for attack in REGISTRY.values():
+        module = importlib.import_module(f"erase.attacks.{attack.module_name}")
+        assert isinstance(module, AttackModule), attack.name
+        attack.config(attack.smoke())  # the smoke settings are valid settings
+
+
+def test_unknown_attack_and_setting_are_refused_in_one_line():
+    with pytest.raises(EraseError, match="unknown attack 'telepathy'; choose one of inversion"):
+        get_attack("telepathy")
+    with pytest.raises(EraseError, match="inversion has no setting 'stepz'"):
+        get_attack("inversion").config({"stepz": 3})
+    with pytest.raises(EraseError, match="steps must be int"):
+        get_attack("inversion").config({"steps": "ten"})
+
+
+def test_the_token_takes_the_label_s_place():
+    assert token_for("red") == "<red-inv>"
+    assert token_for("Van Gogh") == "<van-gogh-inv>"
+    got = with_token(["a red circle", "Red cross, simple icon", "a reddish thing", "a square"], "red", "<t>")
+    # whole words only, any case; a prompt without the label gets the token in front
+    assert got == ["a <t> circle", "<t> cross, simple icon", "<t> a reddish thing", "<t> a square"]
+
+
+def _examples(n=4):
+    rng = np.random.default_rng(0)
+    ims = tuple(Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)) for _ in range(n))
+    return ImageSet(ims, ("a red circle", "a red square") * (n // 2))
+
+
+def _state(pipe) -> dict:
+    """Everything the attack could leave changed: vocabularies, embeddings, UNet weights."""
+    out = {"unet": {k: v.clone() for k, v in pipe.unet.state_dict().items()}}
+    for name in ("tokenizer", "tokenizer_2"):
+        if getattr(pipe, name, None) is not None:
+            out[name] = len(getattr(pipe, name))
+    for name in ("text_encoder", "text_encoder_2"):
+        if getattr(pipe, name, None) is not None:
+            out[name] = getattr(pipe, name).get_input_embeddings().weight.detach().clone()
+    return out
+
+
+def _same(a: dict, b: dict) -> bool:
+    if a.keys() != b.keys():
+        return False
+    for k in a:
+        if isinstance(a[k], dict):
+            if any(not torch.equal(a[k][n], b[k][n]) for n in a[k]):
+                return False
+        elif isinstance(a[k], torch.Tensor):
+            if a[k].shape != b[k].shape or not torch.equal(a[k], b[k]):
+                return False
+        elif a[k] != b[k]:
+            return False
+    return True
+
+
+@pytest.mark.parametrize("family", PIPES)
+def test_inversion_is_finite_seeded_restores_the_pipeline_and_writes_what_diffusers_loads(
+    family, toy_book, tmp_path
+):
+    attack = get_attack("inversion")
+    cfg = attack.config(attack.smoke() | {"steps": 3, "lr": 0.1})
+    red = toy_book.get("red")
+    pipe = PIPES[family]()
+    before = _state(pipe)
+    found = attack.module.run(pipe, _examples(), red, cfg, seed=0, out=tmp_path / "a", progress=False)
+    assert _same(before, _state(pipe)), "the attack left the pipeline changed"
+    assert found["token"] == "<red-inv>"
+    assert found["prompts"][0] == "a drawing of a <red-inv> circle"
+    assert found["budget"]["steps"] == 3 and np.isfinite(found["loss"]["last"])
+    state = load_file(found["embedding"])
+    keys = {"clip_l", "clip_g"} if family == "sdxl" else {"<red-inv>"}
+    assert set(state) == keys and all(torch.isfinite(v).all() for v in state.values())
+
+    # Seeded: the same seed finds the same vectors; another seed other ones.
+    again = attack.module.run(pipe, _examples(), red, cfg, seed=0, out=tmp_path / "b", progress=False)
+    other = attack.module.run(pipe, _examples(), red, cfg, seed=1, out=tmp_path / "c", progress=False)
+    for k in state:
+        assert torch.equal(state[k], load_file(again["embedding"])[k])
+        assert not torch.equal(state[k], load_file(other["embedding"])[k])
+
+    # The token loads into the pipeline as a user would load it, and changes what the prompt means.
+    from erase.diffusion import encode_prompts
+
+    init = encode_prompts(pipe, ["a object circle"]).embeds
+    attack.module.load(pipe, found)
+    with_it = encode_prompts(pipe, ["a <red-inv> circle"]).embeds
+    assert not torch.allclose(with_it, init)
+    attack.module.unload(pipe, found)
+    assert _same(before, _state(pipe))
+    if family != "sdxl":  # diffusers' own loader reads the file as written (SDXL: once per encoder)
+        pipe.load_textual_inversion(found["embedding"])
+        assert "<red-inv>" in pipe.tokenizer.get_vocab()
+
+
+def test_inversion_trains_the_token_only(toy_book, tmp_path):
+    """The vectors move from the init word's embedding; nothing else in the model has a gradient."""
+    attack = get_attack("inversion")
+    cfg = attack.config(attack.smoke() | {"steps": 2, "lr": 0.1})
+    pipe = tiny.sd1()
+    init = (
+        pipe.text_encoder.get_input_embeddings()
+        .weight[pipe.tokenizer.encode("object", add_special_tokens=False)[0]]
+        .detach()
+    )
+    found = attack.module.run(
+        pipe, _examples(), toy_book.get("red"), cfg, seed=0, out=tmp_path, progress=False
+    )
+    learned = load_file(found["embedding"])["<red-inv>"]
+    assert learned.shape == (1, init.shape[0]) and not torch.allclose(learned[0], init)
+    assert all(p.grad is None for p in pipe.unet.parameters())
+    assert all(p.grad is None for p in pipe.text_encoder.parameters())
+
+
+def test_a_multi_word_init_is_refused(toy_book, tmp_path):
+    with pytest.raises(EraseError, match="one word"):
+        get_attack("inversion").config({"init": "red thing"})
+    cfg = get_attack("inversion").config({"init": "zqxjv", "steps": 1})  # one word, several tokens
+    with pytest.raises(EraseError, match="tokens for this tokenizer"):
+        get_attack("inversion").module.run(
+            tiny.sd1(), _examples(), toy_book.get("red"), cfg, seed=0, out=tmp_path, progress=False
+        )
+
+
+def _count(k, n):
+    from erase.stats import wilson
+
+    return {"hits": k, "n": n, "ci95": list(wilson(k, n))}
+
+
+def test_the_verdict_reads_the_erased_model_against_the_base_and_the_oracle():
+    base, oracle = _count(23, 24), _count(2, 24)
+    assert verdict(_count(20, 24), base, oracle)["outcome"] == "circumvented"
+    assert verdict(_count(3, 24), base, oracle)["outcome"] == "held"
+    assert verdict(_count(0, 24), base, _count(12, 24))["outcome"] == "held, below the oracle"
+    weak = verdict(_count(20, 24), _count(5, 24), oracle)
+    assert weak["outcome"] == "not an attack here" and "5/24" in weak["why"]
+    assert verdict(_count(20, 24), base, None)["outcome"] == "uncalibrated"
+    # overlapping intervals are not "circumvented", however different the rates look
+    assert verdict(_count(6, 24), base, _count(2, 24))["outcome"] == "held"
+
+
+def test_the_attack_job_writes_the_token_images_verdict_and_record_for_each_model(tmp_path):
+    """`erase attack` on a toy UCE edit with a smoke budget: mechanics (what is written, where, and
+    that the verdict is the one the counts give), not efficacy."""
+    import json
+
+    from erase.cli import main
+    from erase.jobs import ConceptJob, run
+
+    run(ConceptJob(concept="red", method="uce", anchor="a blue {shape}", no_score=True, out=tmp_path / "uce"))
+    argv = ["attack", str(tmp_path / "uce"), "--set", "steps=2", "--examples", "2", "--eval-seeds", "2000"]
+    assert main(argv) == 0
+    out = tmp_path / "uce" / "attack"  # beside the edit by default
+    record = json.loads((out / "attack.json").read_text())
+    res = record["results"]
+    assert set(res["models"]) == {"base", "erased", "oracle"} and "oracle" in res["models"]["oracle"]
+    row = res["attacks"][0]
+    got = {m: row[m]["success"] for m in res["models"]}
+    assert all(s["n"] == 12 and 0 <= s["hits"] <= 12 for s in got.values())
+    assert row["verdict"] == verdict(got["erased"], got["base"], got["oracle"])
+    for m in res["models"]:
+        assert (out / row[m]["embedding"]).is_file() and (out / row[m]["images"]).is_file()
+        assert row[m]["budget"]["steps"] == 2 and row[m]["budget"]["trainable_parameters"] == 64
+    assert record["config"]["seed_split"] == {"images": "evaluation", "attack": "evaluation"}
+    assert record["trainable_parameters"] == 64 and "attack examples" in record["prompt_hashes"]
+
+
+def test_an_attack_stage_in_a_pipeline_lands_in_the_report(tmp_path):
+    from erase.cli import main
+
+    (tmp_path / "p.yaml").write_text(
+        "name: t\nconcepts: toy\njudge: toy\nstages:\n"
+        "  - erase: {concept: red, method: uce, anchor: 'a blue {shape}'}\n"
+        "  - attack: {attack: [inversion], set: {steps: 2}, examples: 2, eval_seeds: '2000', oracle: none}\n"
+        "  - report: {}\n"
+    )
+    assert main(["run", str(tmp_path / "p.yaml"), "--out", str(tmp_path / "run")]) == 0
+    md = (tmp_path / "run" / "report.md").read_text()
+    assert "## Attacks" in md and "<red-inv>" in md and "inversion on the erased model" in md
