@@ -96,6 +96,13 @@ def read_meta(path: Path) -> dict:
     return meta
 
 
+def concept_of(meta: dict) -> str | None:
+    """The concept a delta's edit is about: the one it erased (concept-level) or the one its forget
+    set shows (data-level, when the user named it); None when it names neither."""
+    concepts = meta.get("concepts") or {}
+    return concepts.get("erase") or concepts.get("shows")
+
+
 def delta_tensor_names(path: Path) -> list[str]:
     """The UNet parameters a delta changes (what ``--params changed`` relearns)."""
     read_meta(path)  # a readable erase delta, or one line saying what it is instead

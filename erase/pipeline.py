@@ -110,8 +110,9 @@ class UseStage(JobConfig):
 
     @property
     def concept(self) -> str | None:
-        concepts = self.meta().get("concepts", {})
-        return concepts.get("erase") or concepts.get("shows")
+        from erase.delta import concept_of
+
+        return concept_of(self.meta())
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -29,6 +29,13 @@ class Attack:
         the user's overrides (unknown names are refused)."""
         return build_config(self.name, self.module, overrides, toy=toy)
 
+    @property
+    def settings(self) -> set[str]:
+        """The names of the attack's settings (its config's fields)."""
+        from dataclasses import fields
+
+        return {f.name for f in fields(self.module.Config)}
+
     def smoke(self) -> dict:
         return dict(self.module.SMOKE)
 

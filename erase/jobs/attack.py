@@ -82,7 +82,7 @@ class AttackJob(ModelOptions, JudgeOptions, OutOptions):
             name, _, field = key.rpartition(".")
             if name and name not in chosen:
                 raise FieldError("set", f"{key}: {name!r} is not among --attack ({', '.join(chosen)})")
-            owners = [name] if name else [n for n in chosen if field in _fields(chosen[n])]
+            owners = [name] if name else [n for n in chosen if field in chosen[n].settings]
             if not owners:
                 raise FieldError("set", f"no attack of {', '.join(chosen)} has a setting {field!r}")
             for owner in owners:
@@ -90,14 +90,8 @@ class AttackJob(ModelOptions, JudgeOptions, OutOptions):
         return {name: attack.config(mine[name], toy=toy) for name, attack in chosen.items()}
 
 
-def _fields(attack) -> set[str]:
-    from dataclasses import fields
-
-    return {f.name for f in fields(attack.module.Config)}
-
-
 def run(cfg: AttackJob) -> JobResult:
-    from erase.delta import apply_delta, delta_path, read_meta
+    from erase.delta import apply_delta, concept_of, delta_path, read_meta
     from erase.io import atomic_dir, write_json
     from erase.jobs.relearn import find_oracle_for
     from erase.models import model_fingerprint
@@ -109,9 +103,7 @@ def run(cfg: AttackJob) -> JobResult:
     meta = read_meta(path)
     cfg.check_judge()
     book = cfg.book()
-    name = (
-        cfg.concept or (meta.get("concepts") or {}).get("erase") or (meta.get("concepts") or {}).get("shows")
-    )
+    name = cfg.concept or concept_of(meta)
     if not name:
         raise EraseError(f"{path} names no erased concept (a data-level run?); pass --concept NAME")
     target = book.get(name)

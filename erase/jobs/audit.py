@@ -78,6 +78,7 @@ def columns(run: str, extra, relearned: Path | None):
 def run(cfg: AuditJob) -> JobResult:
     from erase import distributed
     from erase.audit import audit, audit_rows, cache_dir, presence_counts, presence_table, render_grid
+    from erase.delta import concept_of
     from erase.io import atomic_dir, write_json
     from erase.models import model_fingerprint
     from erase.report.console import presence
@@ -91,8 +92,7 @@ def run(cfg: AuditJob) -> JobResult:
     base = cfg.model or meta["base_model"]
     cfg.check_judge()
     book = cfg.book()
-    concepts = meta.get("concepts", {})
-    name = cfg.concept or concepts.get("erase") or concepts.get("shows")
+    name = cfg.concept or concept_of(meta)
     if not name:
         raise EraseError(f"{cfg.run} names no erased concept (a data-level run?); pass --concept NAME")
     target = book.get(name)

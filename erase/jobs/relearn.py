@@ -229,7 +229,7 @@ def find_oracle_for(cfg: RelearnJob, meta: dict, target) -> str | None:
 
 def run(cfg: RelearnJob) -> JobResult:
     from erase import distributed
-    from erase.delta import delta_path, read_meta
+    from erase.delta import concept_of, delta_path, read_meta
     from erase.relearn import load_image_folder
 
     # 1. Check inputs before loading anything.
@@ -237,8 +237,7 @@ def run(cfg: RelearnJob) -> JobResult:
     meta = read_meta(path)
     cfg.check_judge()
     book = cfg.book()
-    concepts = meta.get("concepts", {})
-    name = cfg.concept or concepts.get("erase") or concepts.get("shows")
+    name = cfg.concept or concept_of(meta)
     if not name:
         raise EraseError(
             f"{path} names no erased concept (a data-level run?); pass --concept NAME to relearn"
