@@ -5,17 +5,25 @@ erasure is its budget. So its rate is chosen where it must work, the base model,
 model or the oracle (that would tune it to the answer). Every setting of the grid runs the attack
 with a tuning attack seed (100-199) and draws its prompts under tuning image seeds (1000-1999).
 
-Selection rule, fixed before the run: the setting with the highest base-model success; ties go to
-the lowest mean training loss over the last quarter of the steps; the sweep brackets the choice only
-if the chosen rate is not at either end of the grid (else it is extended that way and rerun).
+The record starts with what the attack's starting point draws on its own (for inversion: the
+prompts with the init word in the token's place, no training): success is only the attack's where
+it is above that.
+
+Selection rule, fixed before the run (committed with this file, before the grid of 2026-12-07): the
+setting with the highest base-model success; ties go to the lower ``t_min`` (closer to the source's
+all timesteps), then to the lower rate. The grid brackets the choice only if neither the chosen rate
+nor the chosen ``t_min`` is at an end of its grid that the rule could still improve on (else the
+grid is extended that way and rerun); ``at_an_end_of_the_grid`` says which.
 
     python bench/attack_tuning.py --attack inversion --concept red --lrs 0.003,0.01,0.03,0.1 \\
-        --steps 150 --out docs/results/inversion_tuning.json
+        --t-mins 0,300,500,700 --steps 150 --image-seeds 1000-1003 \\
+        --out docs/results/inversion_tuning.json
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import platform
 import tempfile
@@ -39,6 +47,7 @@ def main() -> None:
     ap.add_argument("--attack", default="inversion")
     ap.add_argument("--concept", default="red")
     ap.add_argument("--lrs", default="0.003,0.01,0.03,0.1")
+    ap.add_argument("--t-mins", default="0", help="comma-separated t_min values (inversion)")
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--set", action="append", default=[], help="another attack setting NAME=VALUE")
     ap.add_argument("--seed", type=int, default=100, help="attack seed (tuning: 100-199)")
@@ -56,9 +65,12 @@ def main() -> None:
     pipe, judge = load_pipeline("toy", device="cpu"), load_judge("toy", device="cpu")
     examples = generated_examples(pipe, target.prompts, args.examples, seed=args.seed)
     extra = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.set)}
+    start = _starting_point(pipe, judge, target, attack.config(extra, toy=True), seeds, args.eval_steps)
+    print(json.dumps({"starting_point": start}))
+    lrs, t_mins = [float(x) for x in args.lrs.split(",")], [int(x) for x in args.t_mins.split(",")]
     rows = []
-    for lr in [float(x) for x in args.lrs.split(",")]:
-        cfg = attack.config({"lr": lr, "steps": args.steps} | extra, toy=True)
+    for t_min, lr in itertools.product(t_mins, lrs):
+        cfg = attack.config({"lr": lr, "steps": args.steps, "t_min": t_min} | extra, toy=True)
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.time()
             found = attack.module.run(pipe, examples, target, cfg, seed=args.seed, out=Path(tmp))
@@ -68,6 +80,7 @@ def main() -> None:
         rows.append(
             {
                 "lr": lr,
+                "t_min": t_min,
                 "steps": args.steps,
                 "base_success": {k: res[k] for k in ("hits", "n", "ci95")},
                 "loss": found["loss"],
@@ -75,8 +88,12 @@ def main() -> None:
             }
         )
         print(json.dumps(rows[-1]))
-    best = max(rows, key=lambda r: (r["base_success"]["hits"], -r["loss"]["last_quarter_mean"]))
-    ends = best is rows[0] or best is rows[-1]
+    best = max(rows, key=lambda r: (r["base_success"]["hits"], -r["t_min"], -r["lr"]))
+    ends = [
+        name
+        for name, grid in (("lr", lrs), ("t_min", t_mins))
+        if len(grid) > 1 and best[name] in (grid[0], grid[-1]) and _could_improve(rows, best, name, grid)
+    ]
     record = {
         "command": "python bench/attack_tuning.py "
         + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("out", "set"))
@@ -86,14 +103,37 @@ def main() -> None:
         "config": vars(attack.config(extra, toy=True)),
         "image_seeds": seeds,
         "attack_seed": args.seed,
-        "rule": "highest base success; ties: lowest mean loss over the last quarter of the steps",
+        "rule": "highest base success; ties: the lower t_min, then the lower rate",
+        "starting_point": start,
         "rows": rows,
-        "chosen": {"lr": best["lr"], "at_an_end_of_the_grid": ends},
+        "chosen": {"lr": best["lr"], "t_min": best["t_min"], "at_an_end_of_the_grid": ends},
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
     }
     print(json.dumps(record["chosen"]))
     if args.out:
         args.out.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def _starting_point(pipe, judge, target, cfg, seeds, steps: int) -> dict:
+    """What the prompts draw with the init word where the token goes: the attack before any step."""
+    from types import SimpleNamespace
+
+    from erase.attacks.inversion import init_word, with_token
+
+    word = init_word(cfg, target)
+    found = {"prompts": with_token(target.heldout, target.label, word)}
+    res = success(pipe, judge, target, SimpleNamespace(), found, seeds=seeds, steps=steps)
+    return {"init": word, "example_prompt": found["prompts"][0]} | {k: res[k] for k in ("hits", "n", "ci95")}
+
+
+def _could_improve(rows, best, name: str, grid) -> bool:
+    """Whether the chosen value sits at an end of its grid that beats its neighbour inside the grid
+    (then a value beyond that end might do better still: extend the grid)."""
+    inner = grid[1] if best[name] == grid[0] else grid[-2]
+    same = [
+        r for r in rows if all(r[k] == best[k] for k in ("lr", "t_min") if k != name) and r[name] == inner
+    ]
+    return not same or same[0]["base_success"]["hits"] < best["base_success"]["hits"]
 
 
 if __name__ == "__main__":

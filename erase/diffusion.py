@@ -12,10 +12,12 @@ import torch
 import torch.nn.functional as F
 
 
-def sample_timesteps(scheduler, n: int, generator: torch.Generator | None, device) -> torch.Tensor:
-    """Uniform training timesteps ``t ~ U{0..T-1}``."""
+def sample_timesteps(
+    scheduler, n: int, generator: torch.Generator | None, device, low: int = 0
+) -> torch.Tensor:
+    """Uniform training timesteps ``t ~ U{low..T-1}`` (``low`` 0: all of them)."""
     T = scheduler.config.num_train_timesteps
-    return torch.randint(0, T, (n,), generator=generator).to(device)
+    return torch.randint(low, T, (n,), generator=generator).to(device)
 
 
 def target_for(scheduler, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,8 @@ An attack is a module with:
   original model), leave ``pipe`` as it was, write what it found under ``out``, and return at least
   ``prompts`` (what to draw the concept from), ``budget`` (steps, model calls, seconds) and, when
   the prompts need it, what ``load(pipe, found)`` / ``unload(pipe, found)`` put into the pipeline
-  (an embedding) before drawing.
+  (an embedding) before drawing;
+- optionally ``check(cfg, target)``: what can be refused before a model loads (one-line ``EraseError``).
 
 The same attack, same seed and examples, runs on the erased model, on the base model (it must bring
 the concept out there, or it is not an attack) and on the unlearning oracle (what it brings out of a

@@ -89,6 +89,17 @@ class AttackJob(ModelOptions, JudgeOptions, OutOptions):
                 mine[owner][field] = value
         return {name: attack.config(mine[name], toy=toy) for name, attack in chosen.items()}
 
+    def check_target(self, target) -> None:
+        """Each attack's own checks against the concept (inversion: not its own word as the init),
+        under both the toy world's settings and the source's, before a model loads."""
+        from erase.attacks import get_attack
+
+        for toy in (False, True):
+            for name, acfg in self.settings(toy=toy).items():
+                check = getattr(get_attack(name).module, "check", None)
+                if check is not None:
+                    check(acfg, target)
+
 
 def run(cfg: AttackJob) -> JobResult:
     from erase.delta import apply_delta, concept_of, delta_path, read_meta
@@ -107,6 +118,7 @@ def run(cfg: AttackJob) -> JobResult:
     if not name:
         raise EraseError(f"{path} names no erased concept (a data-level run?); pass --concept NAME")
     target = book.get(name)
+    cfg.check_target(target)
     base = cfg.model or meta["base_model"]
     oracle = find_oracle_for(cfg, meta, target)
     if oracle is not None and Path(oracle).suffix == ".safetensors" and not Path(oracle).is_file():
