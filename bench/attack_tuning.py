@@ -55,6 +55,12 @@ def main() -> None:
     ap.add_argument("--examples", type=int, default=16)
     ap.add_argument("--eval-steps", type=int, default=10)
     ap.add_argument("--out", type=Path)
+    ap.add_argument(
+        "--extend",
+        type=Path,
+        help="an earlier record of this bench with the same settings but other grid values: the rule "
+        "is applied to its rows and this run's together, and --out holds both",
+    )
     args = ap.parse_args()
     torch.set_num_threads(2)
     seeds = parse_seeds(args.image_seeds)
@@ -65,6 +71,19 @@ def main() -> None:
     pipe, judge = load_pipeline("toy", device="cpu"), load_judge("toy", device="cpu")
     examples = generated_examples(pipe, target.prompts, args.examples, seed=args.seed)
     extra = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.set)}
+    earlier = json.loads(args.extend.read_text()) if args.extend else None
+    if earlier is not None:
+        same = {
+            "attack": args.attack,
+            "concept": args.concept,
+            "image_seeds": seeds,
+            "attack_seed": args.seed,
+        }
+        differ = [k for k, v in same.items() if earlier.get(k) != v]
+        if differ or earlier["config"] != vars(attack.config(extra, toy=True)):
+            raise SystemExit(
+                f"--extend {args.extend}: not the same settings ({', '.join(differ) or 'config'})"
+            )
     start = _starting_point(pipe, judge, target, attack.config(extra, toy=True), seeds, args.eval_steps)
     print(json.dumps({"starting_point": start}))
     lrs, t_mins = [float(x) for x in args.lrs.split(",")], [int(x) for x in args.t_mins.split(",")]
@@ -88,16 +107,26 @@ def main() -> None:
             }
         )
         print(json.dumps(rows[-1]))
+    if earlier is not None:
+        rows = earlier["rows"] + rows
+        lrs = sorted({r["lr"] for r in rows})
+        t_mins = sorted({r["t_min"] for r in rows})
     best = max(rows, key=lambda r: (r["base_success"]["hits"], -r["t_min"], -r["lr"]))
     ends = [
         name
         for name, grid in (("lr", lrs), ("t_min", t_mins))
         if len(grid) > 1 and best[name] in (grid[0], grid[-1]) and _could_improve(rows, best, name, grid)
     ]
+    command = (
+        "python bench/attack_tuning.py "
+        + " ".join(
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("out", "set", "extend")
+        )
+        + "".join(f" --set {kv}" for kv in args.set)
+    )
     record = {
-        "command": "python bench/attack_tuning.py "
-        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("out", "set"))
-        + "".join(f" --set {kv}" for kv in args.set),
+        "command": command,
+        "commands": (earlier.get("commands") or [earlier["command"]] if earlier else []) + [command],
         "attack": args.attack,
         "concept": args.concept,
         "config": vars(attack.config(extra, toy=True)),
@@ -118,12 +147,13 @@ def _starting_point(pipe, judge, target, cfg, seeds, steps: int) -> dict:
     """What the prompts draw with the init word where the token goes: the attack before any step."""
     from types import SimpleNamespace
 
-    from erase.attacks.inversion import init_word, with_token
+    from erase.attacks.inversion import starting_point
 
-    word = init_word(cfg, target)
-    found = {"prompts": with_token(target.heldout, target.label, word)}
+    found = starting_point(target, cfg)
     res = success(pipe, judge, target, SimpleNamespace(), found, seeds=seeds, steps=steps)
-    return {"init": word, "example_prompt": found["prompts"][0]} | {k: res[k] for k in ("hits", "n", "ci95")}
+    return {"init": found["init"], "example_prompt": found["prompts"][0]} | {
+        k: res[k] for k in ("hits", "n", "ci95")
+    }
 
 
 def _could_improve(rows, best, name: str, grid) -> bool:

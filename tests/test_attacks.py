@@ -167,6 +167,10 @@ def test_the_verdict_reads_the_erased_model_against_the_base_and_the_oracle():
     assert verdict(_count(20, 24), base, None)["outcome"] == "uncalibrated"
     # overlapping intervals are not "circumvented", however different the rates look
     assert verdict(_count(6, 24), base, _count(2, 24))["outcome"] == "held"
+    # the base model's success must be the attack's, not what its untrained starting point draws
+    lazy = verdict(_count(20, 24), base, oracle, start=_count(20, 24))
+    assert lazy["outcome"] == "not an attack here" and "where it starts (20/24" in lazy["why"]
+    assert verdict(_count(20, 24), base, oracle, start=_count(0, 24))["outcome"] == "circumvented"
 
 
 def test_the_attack_job_writes_the_token_images_verdict_and_record_for_each_model(tmp_path):
@@ -187,7 +191,10 @@ def test_the_attack_job_writes_the_token_images_verdict_and_record_for_each_mode
     row = res["attacks"][0]
     got = {m: row[m]["success"] for m in res["models"]}
     assert all(s["n"] == 12 and 0 <= s["hits"] <= 12 for s in got.values())
-    assert row["verdict"] == verdict(got["erased"], got["base"], got["oracle"])
+    start = row["base"]["start"]
+    assert start["init"] == "green" and start["prompts"][0] == "a drawing of a green circle"
+    assert (out / start["images"]).is_file() and start["success"]["n"] == 12
+    assert row["verdict"] == verdict(got["erased"], got["base"], got["oracle"], start=start["success"])
     for m in res["models"]:
         assert (out / row[m]["embedding"]).is_file() and (out / row[m]["images"]).is_file()
         assert row[m]["budget"]["steps"] == 2 and row[m]["budget"]["trainable_parameters"] == 64

@@ -365,6 +365,18 @@ CASES: list[tuple[str, list[str], tuple[str, ...], Callable | None]] = [
         good_delta,
     ),
     (
+        "attack-init-is-the-concept-word",
+        ["attack", "{tmp}/ok.safetensors", "--set", "init=Red", *OUT],
+        ("'Red'", "concept's own word"),
+        good_delta,
+    ),
+    (
+        "attack-t-min-negative",
+        ["attack", "{tmp}/ok.safetensors", "--set", "t_min=-1", *OUT],
+        ("t_min", "0 or more"),
+        good_delta,
+    ),
+    (
         "attack-data-level-run-without-concept",
         ["attack", "{tmp}/ga.safetensors", *OUT],
         ("ga.safetensors", "--concept NAME"),

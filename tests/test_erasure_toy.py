@@ -109,7 +109,7 @@ def test_uce_replacing_a_shape_by_another_removes_it(base_colors, base_shapes, t
 
 
 # About 4 minutes: 400 ESD iterations and 8 concepts scored.
-def test_esd_x_with_twice_the_steps_and_lr_erases_a_shape_and_its_anchors_keep_colours(
+def test_esd_x_with_twice_the_steps_and_lr_lowers_a_shape_and_its_anchors_keep_colours(
     base_colors, base_shapes, toy_judge, toy_book
 ):
     """ESD-x on cross with the default anchors ("a red shape") at 400 iterations and lr 4e-3 (the
@@ -117,11 +117,12 @@ def test_esd_x_with_twice_the_steps_and_lr_erases_a_shape_and_its_anchors_keep_c
     names, so erasing "a red cross" against the empty prompt would take red too; the anchors keep
     the colours.
 
-    The setting was chosen on tuning seeds, where it met the whole shape bar (cross 0.17, other
-    shapes >= 0.96). On evaluation seeds (`docs/results/erasure_table.json`) cross falls to 6/36 and
-    the colours stay within the bar (red -0.14), but square drops 0.11, one image past the bar of
-    0.10. So this asserts the two parts of the bar that held; the README reports the miss."""
+    What this asserts is what held on every edit seed measured, not the best one: on evaluation
+    seeds cross fell from 33/36 to 6/36, 21/36 and 19/36 with edit seeds 0, 1, 2
+    (`docs/results/esd_sampling_eval.json`, row "bank"), so the shape bar (at most 0.20) is met on
+    seed 0 only and the README says so. Every seed lowered cross by at least 12/36 = 0.33; the bar here is
+    0.25 below the base model, on edit seed 0."""
     after = erase("esd-x", "cross", toy_book, toy_judge, [*COLORS, "cross"], steps=400, lr=4e-3)
-    assert after["cross"] <= 0.20, after
+    assert after["cross"] <= base_shapes["cross"] - 0.25, (base_shapes["cross"], after)
     for c in COLORS:
         assert after[c] >= base_colors[c] - 0.15, (c, base_colors[c], after[c])

@@ -63,14 +63,15 @@ class Config:
 
 
 # The toy's token embeddings have norm ~0.2 in 64 dimensions (SD's ~0.4 in 768), and it was trained
-# with Min-SNR 5. The toy's colourless prompts lean red, so a neutral init word ("object") draws red
-# on its own (16/24 on tuning seeds): the toy starts from a sibling label, which draws none of the
-# concept. Without the norm clamp the vectors outgrow the vocabulary and draw noise; on all
-# timesteps the loss is dominated by low noise, where the colour is already decided. Rate and t_min
-# chosen on tuning seeds, base model only: bench/attack_tuning.py, docs/results/inversion_tuning.json.
+# with Min-SNR 5. Its colourless prompts lean red, so a neutral init word ("object") draws red on its
+# own: the toy starts from a sibling label (red: green, which draws red in 0/48 tuning images).
+# Without the norm clamp the vectors outgrow the vocabulary; on all timesteps the loss is dominated by
+# low noise, where the colour is already decided. Rate and t_min chosen on tuning seeds, base model
+# only, by a rule stated before the run (bench/attack_tuning.py; docs/results/inversion_tuning.json:
+# lr 0.0003-0.1 x t_min 0-700, 48/48 here, inside both grids; at t_min 0 at most 44/48).
 TOY = {
     "steps": 150,
-    "lr": 3e-2,
+    "lr": 3e-3,
     "batch_size": 8,
     "snr_gamma": 5.0,
     "init": "sibling",
@@ -102,6 +103,12 @@ def init_word(cfg: Config, target) -> str:
 def check(cfg: Config, target) -> None:
     """What can be refused before any model loads."""
     init_word(cfg, target)
+
+
+def starting_point(target, cfg: Config) -> dict:
+    """The held-out prompts with the init word where the token goes: the attack before any step."""
+    word = init_word(cfg, target)
+    return {"init": word, "prompts": with_token(target.heldout, target.label, word)}
 
 
 def token_for(concept_name: str) -> str:

@@ -184,7 +184,14 @@ def _attack_one(cfg, pipe, judge, target, examples, attack: str, acfg, tmp: Path
     for key in ("embedding",):
         if key in found:
             found[key] = str(Path(found[key]).relative_to(tmp))  # where it lands in the run folder
-    return found | {"success": res, "images": str((where / "images.png").relative_to(tmp))}
+    found |= {"success": res, "images": str((where / "images.png").relative_to(tmp))}
+    start = getattr(module, "starting_point", None)
+    if label == "base" and start is not None:  # what the attack's own starting point draws
+        begin = start(target, acfg)
+        got = success(pipe, judge, target, object(), begin, seeds=cfg.eval_seeds, steps=cfg.eval_steps)
+        grid(got.pop("images"), cols=len(cfg.eval_seeds)).save(where / "start.png")
+        found["start"] = begin | {"success": got, "images": str((where / "start.png").relative_to(tmp))}
+    return found
 
 
 def _results(cfg, target, settings: dict, found: dict, models, meta: dict) -> dict:
@@ -196,7 +203,8 @@ def _results(cfg, target, settings: dict, found: dict, models, meta: dict) -> di
     rows = []
     for attack, acfg in settings.items():
         got = {label: found.get((attack, label), {}).get("success") for label, _ in models}
-        v = verdict(got["erased"], got.get("base"), got.get("oracle"))
+        start = found.get((attack, "base"), {}).get("start", {}).get("success")
+        v = verdict(got["erased"], got.get("base"), got.get("oracle"), start=start)
         rows.append(
             {"attack": attack, "config": asdict(acfg)}
             | {label: found[(attack, label)] for label, _ in models}
@@ -205,6 +213,7 @@ def _results(cfg, target, settings: dict, found: dict, models, meta: dict) -> di
     body = [
         [
             r["attack"],
+            shown(r.get("base", {}).get("start", {}).get("success")),
             shown(r.get("base", {}).get("success")),
             shown(r["erased"]["success"]),
             shown(r.get("oracle", {}).get("success")),
@@ -212,7 +221,7 @@ def _results(cfg, target, settings: dict, found: dict, models, meta: dict) -> di
         ]
         for r in rows
     ]
-    header = ["attack", "base model", f"erased ({meta['method']})", "oracle", "verdict"]
+    header = ["attack", "untrained, base", "base model", f"erased ({meta['method']})", "oracle", "verdict"]
     table = f"attacks on {target.name!r} (images in which the judge sees it, 95% CI)\n"
     return {
         "concept": target.name,

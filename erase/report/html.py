@@ -260,9 +260,9 @@ def _attack_section(run: Path, record: dict) -> dict:
     models = list(res["models"])
     paras = [
         "Each attack runs with the same seed and examples on every model: on the base model it must bring "
-        "the concept out (or it is not an attack), on the oracle, a model that never learned the concept, "
-        "it shows the floor of what 'gone' can mean. Cells: images in which the judge sees the concept, "
-        "with 95% Wilson intervals."
+        "the concept out, above what its untrained starting point draws there (or it is not an attack); on "
+        "the oracle, a model that never learned the concept, it shows the floor of what 'gone' can mean. "
+        "Cells: images in which the judge sees the concept, with 95% Wilson intervals."
     ]
     for row in res["attacks"]:
         found = row["erased"]
@@ -272,6 +272,14 @@ def _attack_section(run: Path, record: dict) -> dict:
                 f"{found['prompts'][0]!r}; budget {found['budget']}."
             )
     images = [
+        (
+            Path(run) / "attack" / row["base"]["start"]["images"],
+            f"{row['attack']}, untrained, on the base model",
+        )
+        for row in res["attacks"]
+        if row.get("base", {}).get("start")
+    ]
+    images += [
         (Path(run) / "attack" / row[m]["images"], f"{row['attack']} on the {m} model")
         for row in res["attacks"]
         for m in models
