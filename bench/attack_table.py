@@ -1,9 +1,9 @@
 """The README's attack table, gathered from the `erase attack` records of a study folder.
 
-    python bench/attack_table.py runs/toy-attacks --out docs/results/inversion_red.json
+    python bench/attack_table.py runs/toy-attacks --out docs/results/attacks_toy.json
 
-One row per erasure x attack: the attack's success on the base model, the erased model and the
-oracle (hits/n with Wilson intervals), the verdict, what it found (token and an example prompt), its
+One row per erasure x attack: what the attack's untrained starting point draws on the base model, the
+attack's success on the base model, the erased model and the oracle (hits/n with Wilson intervals), the verdict, what it found (token and an example prompt), its
 budget and time. The JSON keeps each record whole (config, seeds, versions, prompt hashes).
 """
 
@@ -13,8 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
-from erase.attacks.api import shown
 from erase.report.console import markdown_table
+from erase.report.html import ATTACK_HEADER, attack_rows
 
 
 def main() -> None:
@@ -28,28 +28,10 @@ def main() -> None:
     rows, body = [], []
     for path in records:
         record = json.loads(path.read_text())
-        res = record["results"]
-        for a in res["attacks"]:
-            row = {
-                "run": path.parent.parent.name,
-                "method": res["method"],
-                "concept": res["concept"],
-                "attack": a["attack"],
-                "success": {m: a[m]["success"] for m in res["models"]},
-                "verdict": a["verdict"],
-                "token": a["erased"].get("token"),
-                "example_prompt": a["erased"]["prompts"][0],
-                "budget": a["erased"]["budget"],
-                "wall_seconds": record.get("wall_seconds"),
-            }
-            rows.append(row)
-            body.append(
-                [row["method"], row["attack"]]
-                + [shown(row["success"].get(m)) for m in ("base", "erased", "oracle")]
-                + [row["verdict"]["outcome"], f"{row['budget']['seconds']:.0f} s"]
-            )
-    header = ["erasure", "attack", "base model", "erased model", "oracle", "verdict", "attack time"]
-    table = markdown_table(header, body)
+        for row in attack_rows(record):
+            body.append(row.pop("cells"))
+            rows.append({"run": path.parent.parent.name} | row | {"wall_seconds": record.get("wall_seconds")})
+    table = markdown_table(ATTACK_HEADER, body)
     print(table)
     if args.out:
         whole = {"command": "python bench/attack_table.py " + str(args.study), "rows": rows}

@@ -34,7 +34,7 @@ import torch
 import yaml
 
 from erase.attacks import get_attack
-from erase.attacks.api import success
+from erase.attacks.api import from_the_start, success
 from erase.concepts import load_concepts
 from erase.models import load_judge, load_pipeline
 from erase.relearn import generated_examples
@@ -47,7 +47,7 @@ def main() -> None:
     ap.add_argument("--attack", default="inversion")
     ap.add_argument("--concept", default="red")
     ap.add_argument("--lrs", default="0.003,0.01,0.03,0.1")
-    ap.add_argument("--t-mins", default="0", help="comma-separated t_min values (inversion)")
+    ap.add_argument("--t-mins", default="0", help="comma-separated t_min values (attacks that have t_min)")
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--set", action="append", default=[], help="another attack setting NAME=VALUE")
     ap.add_argument("--seed", type=int, default=100, help="attack seed (tuning: 100-199)")
@@ -84,7 +84,9 @@ def main() -> None:
             raise SystemExit(
                 f"--extend {args.extend}: not the same settings ({', '.join(differ) or 'config'})"
             )
-    start = _starting_point(pipe, judge, target, attack.config(extra, toy=True), seeds, args.eval_steps)
+    start = _starting_point(
+        attack.module, pipe, judge, target, attack.config(extra, toy=True), seeds, args.eval_steps
+    )
     print(json.dumps({"starting_point": start}))
     lrs, t_mins = [float(x) for x in args.lrs.split(",")], [int(x) for x in args.t_mins.split(",")]
     rows = []
@@ -143,17 +145,12 @@ def main() -> None:
         args.out.write_text(json.dumps(record, indent=2) + "\n")
 
 
-def _starting_point(pipe, judge, target, cfg, seeds, steps: int) -> dict:
-    """What the prompts draw with the init word where the token goes: the attack before any step."""
-    from types import SimpleNamespace
-
-    from erase.attacks.inversion import starting_point
-
-    found = starting_point(target, cfg)
-    res = success(pipe, judge, target, SimpleNamespace(), found, seeds=seeds, steps=steps)
-    return {"init": found["init"], "example_prompt": found["prompts"][0]} | {
-        k: res[k] for k in ("hits", "n", "ci95")
-    }
+def _starting_point(module, pipe, judge, target, cfg, seeds, steps: int) -> dict | None:
+    begin = from_the_start(pipe, judge, target, module, cfg, seeds=seeds, steps=steps)
+    if begin is None:
+        return None
+    res = begin.pop("success")
+    return {"example_prompt": begin.pop("prompts")[0]} | begin | {k: res[k] for k in ("hits", "n", "ci95")}
 
 
 def _could_improve(rows, best, name: str, grid) -> bool:

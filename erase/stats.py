@@ -39,6 +39,11 @@ def rate(k: int, n: int) -> str:
     return f"{k}/{n} = {k / n if n else float('nan'):.2f} [{lo:.2f}, {hi:.2f}]"
 
 
+def shown(res: dict | None) -> str:
+    """A result with ``hits`` and ``n`` as ``rate`` writes it, or "-" for one not measured."""
+    return "-" if res is None else rate(res["hits"], res["n"])
+
+
 def prompt_bootstrap(
     hits: Sequence[Sequence[float]], *, n_boot: int = 2000, seed: int = 0, level: float = 0.95
 ) -> tuple[float, float]:

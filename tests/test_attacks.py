@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 import erase.attacks
 from erase.attacks import REGISTRY, get_attack
 from erase.attacks.api import AttackModule, verdict
-from erase.attacks.inversion import token_for, with_token
+from erase.attacks.placeholders import token_for, with_token
 from erase.errors import EraseError
 from erase.methods.base import ImageSet
 from tests import tiny
@@ -25,7 +25,7 @@ PIPES = {"sd1": tiny.sd1, "sd2": tiny.sd2, "sdxl": tiny.sdxl}
 
 
 def test_every_attack_file_is_registered_and_has_the_interface():
-    files = {m.name for m in pkgutil.iter_modules(erase.attacks.__path__)} - {"api"}
+    files = {m.name for m in pkgutil.iter_modules(erase.attacks.__path__)} - {"api", "placeholders"}
     assert files == {a.module_name for a in REGISTRY.values()}
     for attack in REGISTRY.values():
         module = importlib.import_module(f"erase.attacks.{attack.module_name}")
@@ -42,9 +42,54 @@ def test_unknown_attack_and_setting_are_refused_in_one_line():
         get_attack("inversion").config({"steps": "ten"})
 
 
+@pytest.mark.parametrize("family", PIPES)
+def test_the_prompt_attack_is_finite_seeded_restores_the_pipeline_and_finds_words(family, toy_book, tmp_path):
+    attack = get_attack("prompt")
+    cfg = attack.config(attack.smoke() | {"steps": 3, "lr": 0.5})
+    red = toy_book.get("red")
+    pipe = _frozen(PIPES[family]())
+    before = _state(pipe)
+    found = attack.module.run(pipe, _examples(), red, cfg, seed=0, out=tmp_path / "a", progress=False)
+    assert _same(before, _state(pipe)), "the attack left the pipeline changed"
+    assert all(p.grad is None for p in pipe.unet.parameters())
+    words = found["words"].split()
+    assert len(words) == 3 and "red" not in words and found["reads_back"], found["words"]
+    assert found["prompts"][0] == f"{found['words']} a drawing of a red circle"
+    assert (tmp_path / "a" / "prompt.txt").read_text().strip() == found["words"]
+    assert found["budget"]["unet_forwards"] == 3 and np.isfinite(found["loss"]["last"])
+    # Seeded: the same seed finds the same words.
+    again = attack.module.run(pipe, _examples(), red, cfg, seed=0, out=tmp_path / "b", progress=False)
+    assert again["word_ids"] == found["word_ids"] and again["loss"] == found["loss"]
+    # Its control spends the same budget on random words, scored by the same loss.
+    control = get_attack("prompt-random")
+    rnd = control.module.run(
+        pipe, _examples(), red, control.config(control.smoke() | {"steps": 3}), seed=0, out=tmp_path / "c"
+    )
+    assert rnd["search"] == "random" and rnd["budget"]["unet_forwards"] == 3
+    assert rnd["budget"]["trainable_parameters"] == 0 and _same(before, _state(pipe))
+
+
+def test_a_control_s_defining_setting_cannot_be_changed():
+    with pytest.raises(EraseError, match="prompt-random is prompt with search='random'"):
+        get_attack("prompt-random").config({"search": "gradient"})
+    assert get_attack("prompt-random").config({"search": "random", "steps": 5}).steps == 5
+    assert get_attack("prompt").config({"search": "random"}).search == "random"
+
+
+def test_the_simplex_projection_is_exact():
+    from erase.attacks.prompt import project_to_simplex
+
+    p = torch.tensor([[0.5, 0.5, 0.5], [2.0, 0.0, -1.0], [0.2, 0.3, 0.5]])
+    got = project_to_simplex(p)
+    want = torch.tensor([[1 / 3, 1 / 3, 1 / 3], [1.0, 0.0, 0.0], [0.2, 0.3, 0.5]])
+    assert torch.allclose(got, want)
+    q = project_to_simplex(torch.randn(5, 50, generator=torch.Generator().manual_seed(0)))
+    assert torch.allclose(q.sum(-1), torch.ones(5)) and (q >= 0).all()
+
+
 def test_the_token_takes_the_label_s_place():
-    assert token_for("red") == "<red-inv>"
-    assert token_for("Van Gogh") == "<van-gogh-inv>"
+    assert token_for("red", "inv") == "<red-inv>"
+    assert token_for("Van Gogh", "adv") == "<van-gogh-adv>"
     got = with_token(["a red circle", "Red cross, simple icon", "a reddish thing", "a square"], "red", "<t>")
     # whole words only, any case; a prompt without the label gets the token in front
     assert got == ["a <t> circle", "<t> cross, simple icon", "<t> a reddish thing", "<t> a square"]
@@ -61,11 +106,25 @@ def _state(pipe) -> dict:
     out = {"unet": {k: v.clone() for k, v in pipe.unet.state_dict().items()}}
     for name in ("tokenizer", "tokenizer_2"):
         if getattr(pipe, name, None) is not None:
-            out[name] = len(getattr(pipe, name))
+            tok = getattr(pipe, name)
+            ids = tok.encode("a red circle, 1 lid", add_special_tokens=False)
+            out[name] = (len(tok), tuple(ids), tok.decode(ids))  # and both ways still work
     for name in ("text_encoder", "text_encoder_2"):
         if getattr(pipe, name, None) is not None:
             out[name] = getattr(pipe, name).get_input_embeddings().weight.detach().clone()
+    modules = [pipe.unet] + [
+        getattr(pipe, n) for n in ("text_encoder", "text_encoder_2") if getattr(pipe, n, None)
+    ]
+    out["trainable"] = tuple(n for m in modules for n, p in m.named_parameters() if p.requires_grad)
     return out
+
+
+def _frozen(pipe):
+    """As ``load_pipeline`` gives it: every weight frozen (so a flag an attack leaves on shows)."""
+    for name in ("unet", "text_encoder", "text_encoder_2"):
+        if getattr(pipe, name, None) is not None:
+            getattr(pipe, name).requires_grad_(False)
+    return pipe
 
 
 def _same(a: dict, b: dict) -> bool:
@@ -90,7 +149,7 @@ def test_inversion_is_finite_seeded_restores_the_pipeline_and_writes_what_diffus
     attack = get_attack("inversion")
     cfg = attack.config(attack.smoke() | {"steps": 3, "lr": 0.1})
     red = toy_book.get("red")
-    pipe = PIPES[family]()
+    pipe = _frozen(PIPES[family]())
     before = _state(pipe)
     found = attack.module.run(pipe, _examples(), red, cfg, seed=0, out=tmp_path / "a", progress=False)
     assert _same(before, _state(pipe)), "the attack left the pipeline changed"
@@ -214,3 +273,35 @@ def test_an_attack_stage_in_a_pipeline_lands_in_the_report(tmp_path):
     assert main(["run", str(tmp_path / "p.yaml"), "--out", str(tmp_path / "run")]) == 0
     md = (tmp_path / "run" / "report.md").read_text()
     assert "## Attacks" in md and "<red-inv>" in md and "inversion on the erased model" in md
+
+
+def test_a_study_sums_up_its_attacks_in_one_table(tmp_path):
+    """``study.md`` gathers every run's attack rows (counts, intervals, verdict) from the records."""
+    import json
+
+    from erase.report.html import write_study
+
+    count = _count(20, 24)
+    row = {"success": count, "budget": {"seconds": 12.3}, "prompts": ["a drawing of a <red-inv> circle"]}
+    attack = {
+        "attack": "inversion",
+        "base": row | {"start": {"success": _count(0, 24)}},
+        "erased": row | {"token": "<red-inv>"},
+        "oracle": row,
+        "verdict": {"outcome": "held", "why": "..."},
+    }
+    record = {
+        "results": {
+            "method": "uce",
+            "concept": "red",
+            "models": {"base": "toy", "erased": "toy+x", "oracle": "toy+o"},
+            "attacks": [attack],
+        }
+    }
+    (tmp_path / "run" / "attack").mkdir(parents=True)
+    (tmp_path / "run" / "attack" / "attack.json").write_text(json.dumps(record))
+    md = write_study(tmp_path, "s", [("run", tmp_path / "run")]).read_text()
+    assert "## Attacks" in md
+    assert "| uce | red | inversion | 0/24 = 0.00 [0.00, 0.14] | 20/24 = 0.83 [0.64, 0.93] |" in md
+    assert "| held | 12 s |" in md
+    assert json.loads((tmp_path / "study.json").read_text())[0]["attacks"][0]["token"] == "<red-inv>"

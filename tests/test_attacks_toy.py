@@ -1,38 +1,94 @@
-"""Concept inversion on the toy world (issue 18): it must bring red back in the base model (or it is
-not an attack), and on a UCE erasure of red it reports a number read against the oracle's, computed
-here, not asserted to a hoped-for value. Evaluation seeds; the toy settings were chosen on tuning
-seeds (``bench/attack_tuning.py``, ``docs/results/inversion_tuning.json``)."""
+"""Attacks on the toy world (issue 18), on evaluation seeds (attack seed 0, image seeds 2000-2001).
+
+Concept inversion must bring red back in the base model, well above what its untrained starting
+point (the init word, "green") draws there, or it is not an attack; on a UCE erasure of red it
+reports a number that is computed here, not asserted to a hoped-for value. Its toy settings were
+chosen on tuning seeds, base model only (``bench/attack_tuning.py``,
+``docs/results/inversion_tuning.json``: 48/48 there, from 0/48 untrained). The default suite runs
+the base and erased models (about a minute); the efficacy tier adds the red oracle, which makes the
+verdict a calibrated one.
+
+The adversarial prompt attack must beat its control, as many random words for the same budget, on
+an erasure that removes the cross from its prompts (efficacy tier).
+"""
 
 from __future__ import annotations
 
 import json
+
+import pytest
 
 from erase.attacks.api import verdict
 from erase.jobs import AttackJob, ConceptJob, run
 from erase.models import load_pipeline
 
 
-def test_inversion_on_a_uce_erasure_of_red_calibrated_on_base_and_oracle(tmp_path):
-    erased = tmp_path / "uce"
+@pytest.fixture(scope="module")
+def uce_red(tmp_path_factory):
+    erased = tmp_path_factory.mktemp("uce") / "run"
     run(ConceptJob(concept="red", method="uce", anchor="a blue {shape}", no_score=True, out=erased))
-    result = run(AttackJob(run=str(erased), eval_seeds=(2000, 2001), out=tmp_path / "attack"))
-    row = result.results["attacks"][0]
-    assert row["attack"] == "inversion" and set(result.results["models"]) == {"base", "erased", "oracle"}
+    return erased
 
-    base = row["base"]["success"]
-    assert base["n"] == 24 and base["hits"] / base["n"] >= 0.8, base  # it is an attack
 
-    # The erasure's number is whatever it is; the verdict must be the one its counts give.
-    got = {m: row[m]["success"] for m in ("base", "erased", "oracle")}
-    assert all(0 <= s["hits"] <= s["n"] == 24 for s in got.values())
-    start = row["base"]["start"]["success"]  # the init word alone, untrained
-    assert row["verdict"] == verdict(got["erased"], got["base"], got["oracle"], start=start)
+def _attack(erased, out, oracle: str) -> dict:
+    result = run(AttackJob(run=str(erased), eval_seeds=(2000, 2001), oracle=oracle, out=out))
     print(result.results["table"])
+    row = result.results["attacks"][0]
+    assert row["attack"] == "inversion"
+    base, start = row["base"]["success"], row["base"]["start"]["success"]
+    assert base["n"] == start["n"] == 24
+    assert base["hits"] / base["n"] >= 0.8, base  # it brings red out of the model that learned it
+    assert base["ci95"][0] > start["ci95"][1], (base, start)  # and that is the attack's doing
+    return row
+
+
+def test_inversion_brings_red_back_in_the_base_model_and_reports_a_uce_erasure(uce_red, tmp_path):
+    row = _attack(uce_red, tmp_path / "attack", oracle="none")
+    erased = row["erased"]["success"]
+    assert 0 <= erased["hits"] <= erased["n"] == 24  # whatever it is: reported, not hoped for
+    assert row["verdict"]["outcome"] == "uncalibrated" and f"{erased['hits']}/24" in row["verdict"]["why"]
 
     # What it found is a file anyone loads with diffusers, under the token the record names.
     pipe = load_pipeline("toy", device="cpu")
     pipe.load_textual_inversion(str(tmp_path / "attack" / row["erased"]["embedding"]))
-    assert row["erased"]["token"] in pipe.tokenizer.get_vocab()
+    assert row["erased"]["token"] == "<red-inv>"
+    assert "<red-inv>" in pipe.tokenizer.get_vocab()
     record = json.loads((tmp_path / "attack" / "attack.json").read_text())
     assert record["config"]["seed_split"] == {"images": "evaluation", "attack": "evaluation"}
     assert (tmp_path / "attack" / row["erased"]["images"]).is_file()
+
+
+@pytest.mark.efficacy
+def test_inversion_on_a_uce_erasure_of_red_is_read_against_the_red_oracle(uce_red, tmp_path):
+    row = _attack(uce_red, tmp_path / "attack", oracle="auto")
+    got = {m: row[m]["success"] for m in ("base", "erased", "oracle")}
+    assert all(0 <= s["hits"] <= s["n"] == 24 for s in got.values())
+    # The verdict is the one its counts give, whatever they are.
+    start = row["base"]["start"]["success"]
+    assert row["verdict"] == verdict(got["erased"], got["base"], got["oracle"], start=start)
+    assert row["verdict"]["outcome"] in ("circumvented", "held", "held, below the oracle")
+
+
+@pytest.mark.efficacy
+def test_the_prompt_attack_beats_as_many_random_words_on_a_uce_erasure_of_the_cross(tmp_path):
+    """UCE guided to "a {color} square" leaves the cross in 1/36 images of its held-out phrasings
+    (the erasure table). Three words found by the erased model's own denoising bring it back in more
+    images than the best of as many random three-word prefixes (the same number of UNet calls,
+    scored by the same loss), intervals apart. How far, and whether it reaches the base model's
+    rate, is printed, not asserted."""
+    erased = tmp_path / "uce"
+    run(ConceptJob(concept="cross", method="uce", anchor="a {color} square", no_score=True, out=erased))
+    attacks = ("prompt", "prompt-random")
+    result = run(
+        AttackJob(run=str(erased), attack=attacks, eval_seeds=(2000, 2001), oracle="none", out=tmp_path / "a")
+    )
+    print(result.results["table"])
+    found, control = result.results["attacks"]
+    assert (found["attack"], control["attack"]) == ("prompt", "prompt-random")
+    assert found["erased"]["budget"]["unet_forwards"] == control["erased"]["budget"]["unet_forwards"]
+    words = found["erased"]["words"]
+    print(f"found: {words!r} -> {found['erased']['prompts'][0]!r}; random: {control['erased']['words']!r}")
+    assert found["erased"]["reads_back"] and "cross" not in words.split()
+    got, chance = found["erased"]["success"], control["erased"]["success"]
+    assert got["ci95"][0] > chance["ci95"][1], (got, chance)  # beats it, intervals apart
+    assert (tmp_path / "a" / "prompt" / "erased" / "prompt.txt").read_text().strip() == words

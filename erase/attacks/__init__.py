@@ -7,7 +7,7 @@ Modules are imported when first used, so listing the names (``erase attack --hel
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 
 from erase.errors import EraseError
@@ -18,6 +18,7 @@ from erase.settings import build_config
 class Attack:
     name: str
     module_name: str  # a file under erase/attacks/, or a dotted module path
+    variant: dict = field(default_factory=dict)  # settings that make this entry (a control) differ
 
     @property
     def module(self) -> ModuleType:
@@ -27,7 +28,13 @@ class Attack:
     def config(self, overrides: dict | None = None, *, toy: bool = False):
         """The attack's config: the source's defaults, the toy world's overrides when ``toy``, then
         the user's overrides (unknown names are refused)."""
-        return build_config(self.name, self.module, overrides, toy=toy)
+        fixed = sorted(k for k, v in (overrides or {}).items() if k in self.variant and v != self.variant[k])
+        if fixed:
+            raise EraseError(
+                f"{self.name} is {self.module_name} with {fixed[0]}={self.variant[fixed[0]]!r} (that is what "
+                f"makes it {self.name}); set {fixed[0]} only for {self.module_name} (--set {self.module_name}.{fixed[0]}=...)"
+            )
+        return build_config(self.name, self.module, overrides, toy=toy, variant=self.variant)
 
     @property
     def settings(self) -> set[str]:
@@ -43,6 +50,10 @@ class Attack:
 REGISTRY: dict[str, Attack] = {
     # Learn a new token's embedding on images of the concept, the attacked model frozen.
     "inversion": Attack("inversion", "inversion"),
+    # A few words in front of the prompt, chosen by the erased model's own denoising (UnlearnDiffAtk).
+    "prompt": Attack("prompt", "prompt"),
+    # Its control: as many random words, the best by the same loss; the same budget of model calls.
+    "prompt-random": Attack("prompt-random", "prompt", {"search": "random"}),
 }
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from erase.stats import rate
+from erase.stats import shown
 
 
 @runtime_checkable
@@ -64,9 +64,15 @@ def success(
     return {k: res[k] for k in keep} | {"images": images}
 
 
-def shown(res: dict | None) -> str:
-    """``"20/24 = 0.83 [0.64, 0.93]"``, or "-" for an attack not run."""
-    return "-" if res is None else rate(res["hits"], res["n"])
+def from_the_start(pipe, judge, target, module, cfg, *, seeds: Sequence[int], steps: int) -> dict | None:
+    """What the attack's prompts draw before any step (its ``starting_point``; inversion: the init
+    word in the token's place) with their success (``images`` inside, as ``success`` returns it),
+    or None for an attack without one."""
+    start = getattr(module, "starting_point", None)
+    if start is None:
+        return None
+    begin = start(target, cfg)
+    return begin | {"success": success(pipe, judge, target, None, begin, seeds=seeds, steps=steps)}
 
 
 def verdict(

@@ -20,13 +20,25 @@ instead of the paper's "a photo of {}" templates, the initialisation word, and t
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from erase.attacks.placeholders import (
+    Placeholder,
+    check_t_min,
+    encoders,
+    freeze,
+    kept_flags,
+    loss_summary,
+    remove_token,
+    text_loss,
+    token_for,
+    token_names,
+    with_token,
+)
 from erase.errors import EraseError
 
 EMBEDDINGS = "learned_embeds.safetensors"
@@ -111,52 +123,11 @@ def starting_point(target, cfg: Config) -> dict:
     return {"init": word, "prompts": with_token(target.heldout, target.label, word)}
 
 
-def token_for(concept_name: str) -> str:
-    return f"<{re.sub(r'[^a-z0-9]+', '-', concept_name.lower()).strip('-')}-inv>"
-
-
-def with_token(prompts, label: str, token: str) -> list[str]:
-    """Each prompt with the concept's label replaced by ``token`` (case-insensitive, whole words);
-    a prompt that does not contain the label gets the token in front."""
-    word = re.compile(rf"(?<!\w){re.escape(label)}(?!\w)", re.IGNORECASE)
-    return [word.sub(token, p) if word.search(p) else f"{token} {p}" for p in prompts]
-
-
-def _encoders(pipe) -> list[tuple[str, object, object]]:
-    """(key in the embedding file, tokenizer, text encoder) for each text encoder of the pipeline."""
-    pairs = [("clip_l", pipe.tokenizer, pipe.text_encoder)]
-    if getattr(pipe, "text_encoder_2", None) is not None:
-        pairs.append(("clip_g", pipe.tokenizer_2, pipe.text_encoder_2))
-    return pairs
-
-
-def _token_names(token: str, vectors: int) -> list[str]:
-    # diffusers' multi-vector convention: TOKEN, TOKEN_1, TOKEN_2, ...
-    return [token] + [f"{token}_{i}" for i in range(1, vectors)]
-
-
-class _Placeholder:
-    """Trainable vectors standing in for a token's ids in one text encoder's token embedding."""
-
-    def __init__(self, encoder, ids: list[int], init: torch.Tensor):
-        emb = encoder.get_input_embeddings()
-        self.vectors = torch.nn.Parameter(init.detach().clone().float())
-        self.ids = torch.tensor(ids, device=emb.weight.device)
-        self.handle = emb.register_forward_hook(self._swap)
-
-    def _swap(self, module, args, out):
-        hit = args[0].unsqueeze(-1) == self.ids  # (batch, length, vectors)
-        if not hit.any():
-            return out
-        swapped = hit.to(self.vectors.dtype) @ self.vectors  # the token's vector where its id is
-        return torch.where(hit.any(-1, keepdim=True), swapped.to(out.dtype), out)
-
-
-def _add_token(pipe, token: str, cfg: Config, word: str) -> list[_Placeholder]:
+def _add_token(pipe, token: str, cfg: Config, word: str, holders: list[Placeholder]) -> None:
     """The token in every tokenizer and embedding (diffusers' own loader), with trainable vectors
-    initialised from ``word``'s embedding."""
-    holders = []
-    for _, tok, enc in _encoders(pipe):
+    initialised from ``word``'s embedding, appended to ``holders`` one encoder at a time (so that a
+    failure half-way leaves nothing the caller cannot take out again)."""
+    for _, tok, enc in encoders(pipe):
         init_ids = tok.encode(word, add_special_tokens=False)
         if len(init_ids) != 1:
             raise EraseError(
@@ -168,18 +139,8 @@ def _add_token(pipe, token: str, cfg: Config, word: str) -> list[_Placeholder]:
         pipe.load_textual_inversion(
             {token: init}, token=token, tokenizer=tok, text_encoder=enc
         )  # adds TOKEN (and TOKEN_1, ...) and resizes the embedding
-        ids = tok.convert_tokens_to_ids(_token_names(token, cfg.vectors))
-        holders.append(_Placeholder(enc, ids, init))
-    return holders
-
-
-def remove_token(pipe, token: str, vectors: int) -> None:
-    """The tokenizers and embeddings as they were before the token was added."""
-    for _, tok, enc in _encoders(pipe):
-        if token in tok.get_vocab():
-            pipe.unload_textual_inversion(
-                tokens=_token_names(token, vectors), tokenizer=tok, text_encoder=enc
-            )
+        ids = tok.convert_tokens_to_ids(token_names(token, cfg.vectors))
+        holders.append(Placeholder(enc, ids, torch.nn.Parameter(init.detach().clone().float())))
 
 
 def run(pipe, examples, target, cfg: Config, *, seed: int, out: Path, progress: bool = True) -> dict:
@@ -189,69 +150,47 @@ def run(pipe, examples, target, cfg: Config, *, seed: int, out: Path, progress: 
     from safetensors.torch import save_file
 
     from erase.data import encode_set
-    from erase.diffusion import diffusion_loss, encode_prompts, sample_timesteps
     from erase.train import FitHooks, FitSettings, fit
 
-    token = token_for(target.name)
+    token = token_for(target.name, "inv")
     word = init_word(cfg, target)
-    T = pipe.scheduler.config.num_train_timesteps
-    if cfg.t_min >= T:
-        raise EraseError(
-            f"inversion t_min {cfg.t_min} leaves no timestep of this model's {T}; set it below {T}"
-        )
+    check_t_min(pipe, cfg.t_min, "inversion")
     captions = with_token(examples.prompts, target.label, token)
     data = encode_set(pipe, examples, "inversion example")
     # The vocabulary's largest norm, per encoder, before the token joins it.
-    norms = [enc.get_input_embeddings().weight.detach().norm(dim=-1).max() for _, _, enc in _encoders(pipe)]
-    holders = _add_token(pipe, token, cfg, word)
+    norms = [enc.get_input_embeddings().weight.detach().norm(dim=-1).max() for _, _, enc in encoders(pipe)]
     order = torch.Generator().manual_seed(seed)  # which examples each step sees
     noise = torch.Generator().manual_seed(10_000 + seed)  # the diffusion noise and timesteps
-    # Only the vectors train: every weight of the pipeline is frozen for the loop (else backward
-    # would fill the UNet's and a second encoder's .grad), and its flags put back afterwards.
-    frozen = [p for m in (pipe.unet, *(enc for _, _, enc in _encoders(pipe))) for p in m.parameters()]
-    flags = [p.requires_grad for p in frozen]
-    for p in frozen:
-        p.requires_grad_(False)
-    started = time.time()
+    holders: list[Placeholder] = []
 
     def loss(step: int) -> torch.Tensor:
-        idx = torch.randint(0, len(data), (cfg.batch_size,), generator=order).tolist()
-        cond = encode_prompts(pipe, [captions[i] for i in idx], grad=True)
-        latents = data.latents[idx]
-        return diffusion_loss(
-            pipe.unet,
-            pipe.scheduler,
-            latents,
-            cond.embeds,
-            added_cond_kwargs=cond.added,
-            generator=noise,
-            timesteps=sample_timesteps(pipe.scheduler, len(idx), noise, latents.device, low=cfg.t_min),
-            snr_gamma=cfg.snr_gamma,
-        )
+        return text_loss(pipe, data, captions, cfg, order, noise, grad=True)
 
     def clamp(step: int) -> None:
         with torch.no_grad():
             for h, most in zip(holders, norms):
                 h.vectors.mul_((most / h.vectors.norm(dim=-1, keepdim=True)).clamp(max=1.0))
 
-    params = {f"{key}:{token}": h.vectors for (key, _, _), h in zip(_encoders(pipe), holders)}
-    try:
-        settings = FitSettings(cfg.steps, cfg.lr, cfg.optimizer, f"inversion {token}", progress)
-        hooks = FitHooks(after_step=clamp) if cfg.clamp_norm else None
-        losses = fit(pipe.text_encoder, params, loss, settings, hooks)
-    finally:
-        for h in holders:
-            h.handle.remove()
-        remove_token(pipe, token, cfg.vectors)
-        for p, flag in zip(frozen, flags):
-            p.requires_grad_(flag)
+    started = time.time()
+    with kept_flags(pipe):
+        try:
+            _add_token(pipe, token, cfg, word, holders)
+            freeze(pipe)
+            params = {f"{key}:{token}": h.vectors for (key, _, _), h in zip(encoders(pipe), holders)}
+            settings = FitSettings(cfg.steps, cfg.lr, cfg.optimizer, f"inversion {token}", progress)
+            hooks = FitHooks(after_step=clamp) if cfg.clamp_norm else None
+            losses = fit(pipe.text_encoder, params, loss, settings, hooks)
+        finally:
+            for h in holders:
+                h.handle.remove()
+            remove_token(pipe, token, cfg.vectors)
     vectors = [h.vectors.detach().cpu().contiguous() for h in holders]
     out.mkdir(parents=True, exist_ok=True)
     path = out / EMBEDDINGS
     if len(vectors) == 1:
         save_file({token: vectors[0]}, path)
     else:  # SDXL's convention: one entry per encoder
-        save_file({key: v for (key, _, _), v in zip(_encoders(pipe), vectors)}, path)
+        save_file({key: v for (key, _, _), v in zip(encoders(pipe), vectors)}, path)
     return {
         "token": token,
         "init": word,
@@ -265,30 +204,28 @@ def run(pipe, examples, target, cfg: Config, *, seed: int, out: Path, progress: 
             "trainable_parameters": sum(v.numel() for v in vectors),
             "seconds": round(time.time() - started, 1),
         },
-        "loss": {
-            "first": losses[0],
-            "last": losses[-1],
-            # one step's loss is noisy (one draw of noise and timesteps); the last quarter's mean is not
-            "last_quarter_mean": sum(tail := losses[-max(1, len(losses) // 4) :]) / len(tail),
-        },
+        "loss": loss_summary(losses),
     }
 
 
 def load(pipe, found: dict) -> None:
-    """Put the found token into ``pipe`` (as a user would, from the written file)."""
+    """Put the found token into ``pipe`` (as a user would, from the written file); the weights'
+    trainable flags stay as they were."""
     from safetensors.torch import load_file
 
     state = load_file(found["embedding"])
-    if set(state) == {found["token"]}:
-        pipe.load_textual_inversion(found["embedding"], token=found["token"])
-        return
-    for key, tok, enc in _encoders(pipe):
-        pipe.load_textual_inversion(state[key], token=found["token"], tokenizer=tok, text_encoder=enc)
+    with kept_flags(pipe):
+        if set(state) == {found["token"]}:
+            pipe.load_textual_inversion(found["embedding"], token=found["token"])
+            return
+        for key, tok, enc in encoders(pipe):
+            pipe.load_textual_inversion(state[key], token=found["token"], tokenizer=tok, text_encoder=enc)
 
 
 def unload(pipe, found: dict) -> None:
-    state_vectors = _vectors_in(found["embedding"])
-    remove_token(pipe, found["token"], state_vectors)
+    """Take the found token out of ``pipe`` again."""
+    with kept_flags(pipe):
+        remove_token(pipe, found["token"], _vectors_in(found["embedding"]))
 
 
 def _vectors_in(path: str) -> int:

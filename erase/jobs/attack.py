@@ -172,7 +172,7 @@ def run(cfg: AttackJob) -> JobResult:
 def _attack_one(cfg, pipe, judge, target, examples, attack: str, acfg, tmp: Path, label: str) -> dict:
     """One attack on one model: what it found, its success on the evaluation seeds, a grid."""
     from erase.attacks import get_attack
-    from erase.attacks.api import success
+    from erase.attacks.api import from_the_start, success
     from erase.generate import grid
 
     module = get_attack(attack).module
@@ -185,12 +185,12 @@ def _attack_one(cfg, pipe, judge, target, examples, attack: str, acfg, tmp: Path
         if key in found:
             found[key] = str(Path(found[key]).relative_to(tmp))  # where it lands in the run folder
     found |= {"success": res, "images": str((where / "images.png").relative_to(tmp))}
-    start = getattr(module, "starting_point", None)
-    if label == "base" and start is not None:  # what the attack's own starting point draws
-        begin = start(target, acfg)
-        got = success(pipe, judge, target, object(), begin, seeds=cfg.eval_seeds, steps=cfg.eval_steps)
-        grid(got.pop("images"), cols=len(cfg.eval_seeds)).save(where / "start.png")
-        found["start"] = begin | {"success": got, "images": str((where / "start.png").relative_to(tmp))}
+    if label != "base":
+        return found
+    begin = from_the_start(pipe, judge, target, module, acfg, seeds=cfg.eval_seeds, steps=cfg.eval_steps)
+    if begin is not None:  # what the attack's own starting point draws
+        grid(begin["success"].pop("images"), cols=len(cfg.eval_seeds)).save(where / "start.png")
+        found["start"] = begin | {"images": str((where / "start.png").relative_to(tmp))}
     return found
 
 

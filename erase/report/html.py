@@ -253,6 +253,50 @@ def build_report(run: Path, title: str | None = None) -> dict:
     return {"title": title or f"erase report: {name}", "sections": sections}
 
 
+ATTACK_HEADER = [
+    "erasure",
+    "concept",
+    "attack",
+    "untrained, base",
+    "base model",
+    "erased model",
+    "oracle",
+    "verdict",
+    "attack time",
+]
+
+
+def attack_rows(record: dict) -> list[dict]:
+    """One row per attack of an ``erase attack`` record: each model's success (counts, interval),
+    what the untrained starting point draws on the base model, the verdict, what was found, the
+    budget; ``cells`` is the row of ``ATTACK_HEADER``."""
+    from erase.stats import shown
+
+    res, rows = record["results"], []
+    for a in res["attacks"]:
+        start = a.get("base", {}).get("start", {}).get("success")
+        success = {m: a[m]["success"] for m in res["models"]}
+        budget = a["erased"]["budget"]
+        rows.append(
+            {
+                "method": res["method"],
+                "concept": res["concept"],
+                "attack": a["attack"],
+                "untrained_on_base": start,
+                "success": success,
+                "verdict": a["verdict"],
+                "token": a["erased"].get("token"),
+                "words": a["erased"].get("words"),
+                "example_prompt": a["erased"]["prompts"][0],
+                "budget": budget,
+                "cells": [res["method"], res["concept"], a["attack"], shown(start)]
+                + [shown(success.get(m)) for m in ("base", "erased", "oracle")]
+                + [a["verdict"]["outcome"], f"{budget['seconds']:.0f} s"],
+            }
+        )
+    return rows
+
+
 def _attack_section(run: Path, record: dict) -> dict:
     """Each attack's success on the base model, the erased model and the oracle, what it found, and
     the images drawn from it on each model."""
@@ -270,6 +314,11 @@ def _attack_section(run: Path, record: dict) -> dict:
             paras.append(
                 f"{row['attack']}: token {found['token']} (file {found['embedding']}), prompts such as "
                 f"{found['prompts'][0]!r}; budget {found['budget']}."
+            )
+        elif found.get("words"):
+            paras.append(
+                f"{row['attack']}: found the words {found['words']!r} ({found['search']} search), prompts "
+                f"such as {found['prompts'][0]!r}; budget {found['budget']}."
             )
     images = [
         (
@@ -372,6 +421,8 @@ def _study_row(name: str, run: Path) -> dict:
     seed003 = _read(run / "seed003" / "record.json")
     if seed003:
         row["seed003"] = seed003["results"]["cases"]
+    if info["attack"]:
+        row["attacks"] = attack_rows(info["attack"])
     edit = info["edit"]
     if edit:
         cfg, res = edit["config"], edit["results"]
@@ -592,6 +643,14 @@ def write_study(out: Path, name: str, runs: list[tuple[str, Path]]) -> Path:
         header = ["run", "forget", "retain", "mean kappa", "mean kappa_ref (retain vs retain)", "verdict"]
         lines += ["## HAMU hardness", "", markdown_table(header, table), ""]
     lines += _relearn_sections(rows)
+    attacks = [a for r in rows for a in r.get("attacks", [])]
+    if attacks:
+        lines += [
+            "## Attacks (images in which the judge sees the concept, 95% CI)",
+            "",
+            markdown_table(ATTACK_HEADER, [a["cells"] for a in attacks]),
+            "",
+        ]
     cases = [c for r in rows for c in r.get("seed003", [])]
     if cases:
         lines += ["## Seed 003: descent-ascent on a ridge-regularised exponential loss", ""]
