@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 import erase.attacks
 from erase.attacks import REGISTRY, get_attack
-from erase.attacks.api import AttackModule, verdict
+from erase.attacks.api import AttackModule, against_control, verdict
 from erase.attacks.placeholders import token_for, with_token
 from erase.errors import EraseError
 from erase.methods.base import ImageSet
@@ -230,6 +230,10 @@ def test_the_verdict_reads_the_erased_model_against_the_base_and_the_oracle():
     lazy = verdict(_count(20, 24), base, oracle, start=_count(20, 24))
     assert lazy["outcome"] == "not an attack here" and "where it starts (20/24" in lazy["why"]
     assert verdict(_count(20, 24), base, oracle, start=_count(0, 24))["outcome"] == "circumvented"
+    # an attack with a control must beat it, intervals apart, to have found anything itself
+    assert against_control(_count(20, 24), _count(2, 24), "r")["beats"]
+    tie = against_control(_count(20, 24), _count(16, 24), "r")
+    assert not tie["beats"] and tie["why"] == "no better than its control r (16/24 = 0.67 [0.47, 0.82])"
 
 
 def test_the_attack_job_writes_the_token_images_verdict_and_record_for_each_model(tmp_path):
@@ -241,7 +245,8 @@ def test_the_attack_job_writes_the_token_images_verdict_and_record_for_each_mode
     from erase.jobs import ConceptJob, run
 
     run(ConceptJob(concept="red", method="uce", anchor="a blue {shape}", no_score=True, out=tmp_path / "uce"))
-    argv = ["attack", str(tmp_path / "uce"), "--set", "steps=2", "--examples", "2", "--eval-seeds", "2000"]
+    argv = ["attack", str(tmp_path / "uce"), "--attack", "inversion,prompt,prompt-random", "--set", "steps=2"]
+    argv += ["--examples", "2", "--eval-seeds", "2000"]
     assert main(argv) == 0
     out = tmp_path / "uce" / "attack"  # beside the edit by default
     record = json.loads((out / "attack.json").read_text())
@@ -258,7 +263,13 @@ def test_the_attack_job_writes_the_token_images_verdict_and_record_for_each_mode
         assert (out / row[m]["embedding"]).is_file() and (out / row[m]["images"]).is_file()
         assert row[m]["budget"]["steps"] == 2 and row[m]["budget"]["trainable_parameters"] == 64
     assert record["config"]["seed_split"] == {"images": "evaluation", "attack": "evaluation"}
-    assert record["trainable_parameters"] == 64 and "attack examples" in record["prompt_hashes"]
+    assert "attack examples" in record["prompt_hashes"]
+    # The prompt attack: words in a file, its verdict read against its control's success as well.
+    prompt, control = res["attacks"][1:]
+    assert (out / "prompt" / "erased" / "prompt.txt").read_text().strip() == prompt["erased"]["words"]
+    want = against_control(prompt["erased"]["success"], control["erased"]["success"], "prompt-random")
+    assert prompt["verdict"]["against_control"] == want and "against_control" not in control["verdict"]
+    assert record["trainable_parameters"] == 64 + 3 * prompt["erased"]["vocabulary"]
 
 
 def test_an_attack_stage_in_a_pipeline_lands_in_the_report(tmp_path):

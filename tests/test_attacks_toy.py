@@ -21,6 +21,7 @@ import pytest
 from erase.attacks.api import verdict
 from erase.jobs import AttackJob, ConceptJob, run
 from erase.models import load_pipeline
+from erase.stats import rate
 
 
 @pytest.fixture(scope="module")
@@ -91,4 +92,9 @@ def test_the_prompt_attack_beats_as_many_random_words_on_a_uce_erasure_of_the_cr
     assert found["erased"]["reads_back"] and "cross" not in words.split()
     got, chance = found["erased"]["success"], control["erased"]["success"]
     assert got["ci95"][0] > chance["ci95"][1], (got, chance)  # beats it, intervals apart
+    assert found["verdict"]["against_control"] == {
+        "control": "prompt-random",
+        "beats": True,
+        "why": f"above its control prompt-random ({rate(chance['hits'], chance['n'])})",
+    }
     assert (tmp_path / "a" / "prompt" / "erased" / "prompt.txt").read_text().strip() == words

@@ -19,6 +19,7 @@ class Attack:
     name: str
     module_name: str  # a file under erase/attacks/, or a dotted module path
     variant: dict = field(default_factory=dict)  # settings that make this entry (a control) differ
+    control: str | None = None  # the entry whose result this attack must beat to have found anything
 
     @property
     def module(self) -> ModuleType:
@@ -51,7 +52,7 @@ REGISTRY: dict[str, Attack] = {
     # Learn a new token's embedding on images of the concept, the attacked model frozen.
     "inversion": Attack("inversion", "inversion"),
     # A few words in front of the prompt, chosen by the erased model's own denoising (UnlearnDiffAtk).
-    "prompt": Attack("prompt", "prompt"),
+    "prompt": Attack("prompt", "prompt", control="prompt-random"),
     # Its control: as many random words, the best by the same loss; the same budget of model calls.
     "prompt-random": Attack("prompt-random", "prompt", {"search": "random"}),
 }

@@ -75,6 +75,14 @@ def from_the_start(pipe, judge, target, module, cfg, *, seeds: Sequence[int], st
     return begin | {"success": success(pipe, judge, target, None, begin, seeds=seeds, steps=steps)}
 
 
+def against_control(attack: dict, control: dict, name: str) -> dict:
+    """Whether an attack's success on the erased model is above its control's (the same budget spent
+    without the attack's search), intervals apart: if not, what it brought out random words do too."""
+    beats = attack["ci95"][0] > control["ci95"][1]
+    word = "above" if beats else "no better than"
+    return {"control": name, "beats": beats, "why": f"{word} its control {name} ({shown(control)})"}
+
+
 def verdict(
     erased: dict, base: dict | None, oracle: dict | None, *, start: dict | None = None, works: float = 0.5
 ) -> dict:

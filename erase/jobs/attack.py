@@ -197,7 +197,8 @@ def _attack_one(cfg, pipe, judge, target, examples, attack: str, acfg, tmp: Path
 def _results(cfg, target, settings: dict, found: dict, models, meta: dict) -> dict:
     from dataclasses import asdict
 
-    from erase.attacks.api import shown, verdict
+    from erase.attacks import get_attack
+    from erase.attacks.api import against_control, shown, verdict
     from erase.report.console import markdown_table
 
     rows = []
@@ -205,6 +206,12 @@ def _results(cfg, target, settings: dict, found: dict, models, meta: dict) -> di
         got = {label: found.get((attack, label), {}).get("success") for label, _ in models}
         start = found.get((attack, "base"), {}).get("start", {}).get("success")
         v = verdict(got["erased"], got.get("base"), got.get("oracle"), start=start)
+        control = get_attack(attack).control
+        if control in settings:  # run beside it: did the search find more than its control?
+            v["against_control"] = against_control(
+                got["erased"], found[(control, "erased")]["success"], control
+            )
+            v["why"] += f"; {v['against_control']['why']}"
         rows.append(
             {"attack": attack, "config": asdict(acfg)}
             | {label: found[(attack, label)] for label, _ in models}
