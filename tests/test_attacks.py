@@ -245,8 +245,7 @@ def test_the_attack_job_writes_the_token_images_verdict_and_record_for_each_mode
     from erase.jobs import ConceptJob, run
 
     run(ConceptJob(concept="red", method="uce", anchor="a blue {shape}", no_score=True, out=tmp_path / "uce"))
-    argv = ["attack", str(tmp_path / "uce"), "--attack", "inversion,prompt,prompt-random", "--set", "steps=2"]
-    argv += ["--examples", "2", "--eval-seeds", "2000"]
+    argv = ["attack", str(tmp_path / "uce"), "--set", "steps=2", "--examples", "2", "--eval-seeds", "2000"]
     assert main(argv) == 0
     out = tmp_path / "uce" / "attack"  # beside the edit by default
     record = json.loads((out / "attack.json").read_text())
@@ -263,13 +262,29 @@ def test_the_attack_job_writes_the_token_images_verdict_and_record_for_each_mode
         assert (out / row[m]["embedding"]).is_file() and (out / row[m]["images"]).is_file()
         assert row[m]["budget"]["steps"] == 2 and row[m]["budget"]["trainable_parameters"] == 64
     assert record["config"]["seed_split"] == {"images": "evaluation", "attack": "evaluation"}
-    assert "attack examples" in record["prompt_hashes"]
-    # The prompt attack: words in a file, its verdict read against its control's success as well.
-    prompt, control = res["attacks"][1:]
+    assert record["trainable_parameters"] == 64 and "attack examples" in record["prompt_hashes"]
+
+
+def test_the_prompt_attack_s_verdict_is_read_against_its_control(tmp_path):
+    """`erase attack --attack prompt,prompt-random` (smoke budget, the erased model only): the words in
+    a file, and the prompt row's verdict says whether it beat its control."""
+    import json
+
+    from erase.cli import main
+    from erase.jobs import ConceptJob, run
+
+    run(ConceptJob(concept="red", method="uce", anchor="a blue {shape}", no_score=True, out=tmp_path / "uce"))
+    argv = ["attack", str(tmp_path / "uce"), "--attack", "prompt,prompt-random", "--set", "steps=2"]
+    argv += ["--examples", "2", "--eval-seeds", "2000", "--no-base", "--oracle", "none"]
+    assert main(argv) == 0
+    out = tmp_path / "uce" / "attack"
+    record = json.loads((out / "attack.json").read_text())
+    prompt, control = record["results"]["attacks"]
     assert (out / "prompt" / "erased" / "prompt.txt").read_text().strip() == prompt["erased"]["words"]
     want = against_control(prompt["erased"]["success"], control["erased"]["success"], "prompt-random")
     assert prompt["verdict"]["against_control"] == want and "against_control" not in control["verdict"]
-    assert record["trainable_parameters"] == 64 + 3 * prompt["erased"]["vocabulary"]
+    assert prompt["verdict"]["outcome"] == "uncalibrated"
+    assert record["trainable_parameters"] == 3 * prompt["erased"]["vocabulary"]
 
 
 def test_an_attack_stage_in_a_pipeline_lands_in_the_report(tmp_path):
