@@ -383,6 +383,12 @@ CASES: list[tuple[str, list[str], tuple[str, ...], Callable | None]] = [
         data_level_delta,
     ),
     ("attack-missing-run", ["attack", "{tmp}/no-run", *OUT], ("no-run", "pass a delta file"), None),
+    (
+        "audit-data-level-run-without-concept",
+        ["audit", "{tmp}/ga.safetensors", *OUT],
+        ("ga.safetensors", "--concept NAME"),
+        data_level_delta,
+    ),
     # compare
     ("compare-not-a-relearning", ["compare", "{tmp}/run", *OUT], ("run", "erase relearn"), no_relearn_json),
     # toy

@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from erase.errors import EraseError
 from erase.jobs.base import (
     FieldError,
     JobResult,
@@ -102,7 +101,7 @@ class AttackJob(ModelOptions, JudgeOptions, OutOptions):
 
 
 def run(cfg: AttackJob) -> JobResult:
-    from erase.delta import apply_delta, concept_of, delta_path, read_meta
+    from erase.delta import apply_delta, delta_path, read_meta
     from erase.io import atomic_dir, write_json
     from erase.jobs.relearn import find_oracle_for
     from erase.models import model_fingerprint
@@ -112,12 +111,7 @@ def run(cfg: AttackJob) -> JobResult:
     # 1. Check inputs before loading anything.
     path = delta_path(cfg.run)
     meta = read_meta(path)
-    cfg.check_judge()
-    book = cfg.book()
-    name = cfg.concept or concept_of(meta)
-    if not name:
-        raise EraseError(f"{path} names no erased concept (a data-level run?); pass --concept NAME")
-    target = book.get(name)
+    book, target = cfg.erased_concept(meta, path)
     cfg.check_target(target)
     base = cfg.model or meta["base_model"]
     oracle = find_oracle_for(cfg, meta, target)

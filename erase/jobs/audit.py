@@ -78,7 +78,6 @@ def columns(run: str, extra, relearned: Path | None):
 def run(cfg: AuditJob) -> JobResult:
     from erase import distributed
     from erase.audit import audit, audit_rows, cache_dir, presence_counts, presence_table, render_grid
-    from erase.delta import concept_of
     from erase.io import atomic_dir, write_json
     from erase.models import model_fingerprint
     from erase.report.console import presence
@@ -90,12 +89,7 @@ def run(cfg: AuditJob) -> JobResult:
         raise EraseError(f"--relearned {cfg.relearned} is not a folder; pass the relearning output folder")
     meta, cols = columns(cfg.run, cfg.delta, None if cfg.no_relearned else relearned)
     base = cfg.model or meta["base_model"]
-    cfg.check_judge()
-    book = cfg.book()
-    name = cfg.concept or concept_of(meta)
-    if not name:
-        raise EraseError(f"{cfg.run} names no erased concept (a data-level run?); pass --concept NAME")
-    target = book.get(name)
+    book, target = cfg.erased_concept(meta, cfg.run)
     rows = audit_rows(
         book, target, n_erased=cfg.erased_prompts, n_neighbours=cfg.neighbours, n_unrelated=cfg.unrelated
     )

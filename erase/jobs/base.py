@@ -308,6 +308,18 @@ class JudgeOptions(JobConfig):
 
         return load_concepts(self.concepts)
 
+    def erased_concept(self, meta: dict, where) -> tuple:
+        """The judge checked, the concept book, and the concept to attack or audit: ``concept`` when
+        set (a field of the job), else the one the edit at ``where`` (its ``meta``) erased."""
+        from erase.delta import concept_of
+
+        self.check_judge()
+        book = self.book()
+        name = getattr(self, "concept", None) or concept_of(meta)
+        if not name:
+            raise EraseError(f"{where} names no erased concept (a data-level run?); pass --concept NAME")
+        return book, book.get(name)
+
     def check_judge(self) -> None:
         from erase.models import check_judge_spec
 

@@ -229,20 +229,13 @@ def find_oracle_for(cfg: RelearnJob, meta: dict, target) -> str | None:
 
 def run(cfg: RelearnJob) -> JobResult:
     from erase import distributed
-    from erase.delta import concept_of, delta_path, read_meta
+    from erase.delta import delta_path, read_meta
     from erase.relearn import load_image_folder
 
     # 1. Check inputs before loading anything.
     path = delta_path(cfg.run)
     meta = read_meta(path)
-    cfg.check_judge()
-    book = cfg.book()
-    name = cfg.concept or concept_of(meta)
-    if not name:
-        raise EraseError(
-            f"{path} names no erased concept (a data-level run?); pass --concept NAME to relearn"
-        )
-    target = book.get(name)
+    book, target = cfg.erased_concept(meta, path)
     if cfg.others is None:
         others = [book.get(label) for label in target.group.labels if label != target.label]
     else:
