@@ -123,7 +123,7 @@ def config_from_args(args: argparse.Namespace):
     values = {k: v for k, v in vars(args).items() if k not in ("command", "subcommand", "job")}
     cls = args.job
     if "optimizers" in values or "lrs" in values or "lrs_from" in values:
-        from erase.jobs.relearn import DEFAULT_LRS
+        from erase.optim import DEFAULT_LRS
         from erase.specs import parse_list, parse_lrs
 
         default = next(f for f in dataclasses.fields(cls) if f.name == "optimizers").default_factory()

@@ -30,10 +30,9 @@ from erase.data import load_image_folder as _load_folder
 from erase.diffusion import diffusion_loss
 from erase.errors import EraseError
 from erase.layers import select_parameters
+from erase.optim import RELEARN_PARAMS
 from erase.stats import wilson
 from erase.train import OPTIMIZERS, FitHooks, FitSettings, NonFiniteLoss, fit, make_optimizer
-
-RELEARN_PARAMS = ("all", "xattn", "xattn-kv", "non-xattn", "changed")
 
 
 @dataclass(frozen=True)
@@ -43,7 +42,7 @@ class RelearnConfig:
     No field has a default here: the defaults a user gets are ``erase.jobs.relearn.RelearnJob``'s,
     which builds these (``RelearnJob.configs``)."""
 
-    optimizer: str  # one of erase.train.OPTIMIZERS: sgd, sgdm (momentum 0.9), adam, adamw, lion, signsgd
+    optimizer: str  # one of erase.optim.OPTIMIZERS: sgd, sgdm (momentum 0.9), adam, adamw, lion, signsgd
     lr: float
     steps: int  # the budget
     batch_size: int

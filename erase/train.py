@@ -16,8 +16,7 @@ from tqdm.auto import tqdm
 
 from erase.checkpoint import Checkpointer, LoopState, loop_tag
 from erase.errors import EraseError
-
-OPTIMIZERS = ("sgd", "sgdm", "adam", "adamw", "lion", "signsgd")
+from erase.optim import OPTIMIZERS
 
 
 class NonFiniteLoss(EraseError):

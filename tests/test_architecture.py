@@ -30,8 +30,8 @@ def test_no_job_function_over_80_lines(path):
     assert not long, long
 
 
-def test_the_relearning_defaults_live_in_the_job_only():
-    from erase.jobs.relearn import DEFAULT_LRS
+def test_the_relearning_defaults_live_in_one_place():
+    from erase.optim import DEFAULT_LRS
     from erase.relearn import RelearnConfig
     from erase.train import OPTIMIZERS
 

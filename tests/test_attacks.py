@@ -216,6 +216,103 @@ def _count(k, n):
     return {"hits": k, "n": n, "ci95": list(wilson(k, n))}
 
 
+@pytest.mark.parametrize("family", PIPES)
+def test_the_relearning_attack_is_finite_seeded_and_restores_the_unet(family, toy_book, tmp_path):
+    attack = get_attack("relearn")
+    cfg = attack.config(attack.smoke() | {"lr": 1e-3})
+    red = toy_book.get("red")
+    pipe = _frozen(PIPES[family]())
+    before = _state(pipe)
+    found = attack.module.run(pipe, _examples(), red, cfg, seed=0, out=tmp_path / "a", progress=False)
+    assert _same(before, _state(pipe)), "the attack left the pipeline changed"
+    assert found["diverged"] is None and np.isfinite(found["loss"]["last"])
+    assert found["prompts"] == list(red.heldout) and found["budget"]["unet_forwards"] == 2
+    n = sum(p.numel() for p in pipe.unet.parameters())
+    assert found["budget"]["trainable_parameters"] == n and len(found["_weights"]) > 0
+    assert any(not torch.equal(v, before["unet"][k]) for k, v in found["_weights"].items())
+    # The relearned weights go in to draw and come out again.
+    attack.module.load(pipe, found)
+    named = dict(pipe.unet.named_parameters())
+    assert all(torch.equal(named[k], v) for k, v in found["_weights"].items())
+    attack.module.unload(pipe, found)
+    assert _same(before, _state(pipe)) and "_kept" not in found
+    again = attack.module.run(pipe, _examples(), red, cfg, seed=0, out=tmp_path / "b", progress=False)
+    assert all(torch.equal(v, again["_weights"][k]) for k, v in found["_weights"].items())
+
+
+def test_a_relearning_attack_that_blows_up_is_diverged_not_held(toy_book, tmp_path):
+    from erase.attacks.api import diverged
+
+    attack = get_attack("relearn-sgd")
+    cfg = attack.config({"steps": 4, "batch_size": 1, "lr": 1e12})
+    assert cfg.optimizer == "sgd"
+    pipe = _frozen(tiny.sd1())
+    before = _state(pipe)
+    found = attack.module.run(
+        pipe, _examples(), toy_book.get("red"), cfg, seed=0, out=tmp_path, progress=False
+    )
+    assert found["diverged"] and found["loss"] is None and _same(before, _state(pipe))
+    row = diverged({"base": {"diverged": None}, "erased": found})
+    assert row["outcome"] == "diverged" and row["why"].startswith("on the erased model (")
+    assert diverged({"erased": {"diverged": None}}) is None
+
+
+@pytest.mark.parametrize("family", PIPES)
+def test_ring_a_bell_encodes_words_as_the_pipeline_encodes_their_text(family, toy_book):
+    from erase.attacks.placeholders import vocabulary
+    from erase.attacks.ring_a_bell import encode_words
+    from erase.diffusion import encode_prompts
+
+    pipe = PIPES[family]()
+    allowed = vocabulary(pipe.tokenizer, "red")
+    words = allowed[torch.randint(0, len(allowed), (3, 5), generator=torch.Generator().manual_seed(0))]
+    texts = [" ".join(pipe.tokenizer.decode([i]).strip() for i in row) for row in words.tolist()]
+    with torch.no_grad():
+        assert torch.allclose(encode_words(pipe, words), encode_prompts(pipe, texts).embeds, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", PIPES)
+def test_ring_a_bell_reads_only_the_text_encoder_is_seeded_and_leaves_the_pipeline(
+    family, toy_book, tmp_path
+):
+    attack = get_attack("ring-a-bell")
+    cfg = attack.config(attack.smoke())
+    red = toy_book.get("red")
+    pipe = _frozen(PIPES[family]())
+    before = _state(pipe)
+    calls = []
+    pipe.unet.register_forward_hook(lambda *a: calls.append(1))
+    found = attack.module.run(pipe, None, red, cfg, seed=0, out=tmp_path / "a", progress=False)
+    assert not calls and found["budget"]["unet_forwards"] == 0, "a model-agnostic attack queried the UNet"
+    assert _same(before, _state(pipe))
+    assert len(found["prompts"]) == len(red.heldout) and found["reads_back"]
+    assert all(len(p.split()) == 3 and "red" not in p.split() for p in found["prompts"]), found["prompts"]
+    assert (tmp_path / "a" / "prompts.txt").read_text().splitlines() == found["prompts"]
+    assert all(np.isfinite(d) for d in found["distance"]["per_prompt"])
+    again = attack.module.run(pipe, None, red, cfg, seed=0, out=tmp_path / "b", progress=False)
+    assert again["prompts"] == found["prompts"]
+
+
+def test_ring_a_bell_s_search_keeps_the_nearest_and_scores_each_individual_once():
+    from erase.attacks.ring_a_bell import Config, _search
+
+    class Bar:
+        def update(self, n):
+            pass
+
+    # The distance of an individual is how far its words are from 7: the search must find 7 7 7 7.
+    seen = []
+
+    def distance(pop):
+        seen.append(len(pop))
+        return np.abs(pop - 7).sum(1).astype(float)
+
+    cfg = Config(length=4, population=40, generations=200)
+    best, d, calls = _search(cfg, distance, 20, np.random.default_rng(0), Bar())
+    assert best.tolist() == [7, 7, 7, 7] and d == 0.0
+    assert calls == sum(seen) < cfg.population * cfg.generations  # parents kept their scores
+
+
 def test_the_verdict_reads_the_erased_model_against_the_base_and_the_oracle():
     base, oracle = _count(23, 24), _count(2, 24)
     assert verdict(_count(20, 24), base, oracle)["outcome"] == "circumvented"
@@ -285,6 +382,52 @@ def test_the_prompt_attack_s_verdict_is_read_against_its_control(tmp_path):
     assert prompt["verdict"]["against_control"] == want and "against_control" not in control["verdict"]
     assert prompt["verdict"]["outcome"] == "uncalibrated"
     assert record["trainable_parameters"] == 3 * prompt["erased"]["vocabulary"]
+
+
+def test_the_relearning_attack_in_the_job_draws_with_its_weights_and_writes_none(tmp_path):
+    """`erase attack --attack relearn` (smoke budget): read like every attack, the relearned weights
+    kept in memory, never in the record or the folder."""
+    import json
+
+    from erase.cli import main
+    from erase.jobs import ConceptJob, run
+
+    run(ConceptJob(concept="red", method="uce", anchor="a blue {shape}", no_score=True, out=tmp_path / "uce"))
+    argv = ["attack", str(tmp_path / "uce"), "--attack", "relearn,relearn-sgd", "--set", "steps=2"]
+    argv += ["--examples", "2", "--eval-seeds", "2000", "--oracle", "none"]
+    assert main(argv) == 0
+    out = tmp_path / "uce" / "attack"
+    record = json.loads((out / "attack.json").read_text())
+    adam, sgd = record["results"]["attacks"]
+    assert (adam["erased"]["optimizer"], adam["erased"]["lr"]) == ("adam", 3e-4)
+    assert (sgd["erased"]["optimizer"], sgd["erased"]["lr"]) == ("sgd", 0.03)
+    for row in (adam, sgd):
+        assert row["verdict"]["outcome"] in {"uncalibrated", "not an attack here"}
+        for m in ("base", "erased"):
+            assert "_weights" not in row[m] and (out / row[m]["images"]).is_file()
+            assert row[m]["success"]["n"] == 12 and row[m]["budget"]["steps"] == 2
+    assert not list(out.rglob("*.safetensors"))
+
+
+def test_ring_a_bell_in_the_job_searches_once_for_the_base_and_its_edit(tmp_path):
+    """The model-agnostic attack's prompts, found on the base model, are drawn on the erased model
+    without a second search; its random-words start is drawn on the base model."""
+    import json
+
+    from erase.cli import main
+    from erase.jobs import ConceptJob, run
+
+    run(ConceptJob(concept="red", method="uce", anchor="a blue {shape}", no_score=True, out=tmp_path / "uce"))
+    argv = ["attack", str(tmp_path / "uce"), "--attack", "ring-a-bell", "--set", "generations=2"]
+    argv += ["--set", "population=4", "--examples", "2", "--eval-seeds", "2000", "--oracle", "none"]
+    assert main(argv) == 0
+    out = tmp_path / "uce" / "attack"
+    row = json.loads((out / "attack.json").read_text())["results"]["attacks"][0]
+    assert row["erased"]["found_on"] == "base" and row["erased"]["prompts"] == row["base"]["prompts"]
+    assert (out / row["erased"]["images"]).is_file() and row["erased"]["success"]["n"] == 12
+    start = row["base"]["start"]
+    assert len(start["prompts"]) == 12 and start["prompts"] != row["base"]["prompts"]
+    assert (out / "ring-a-bell" / "base" / "prompts.txt").is_file()
 
 
 def test_an_attack_stage_in_a_pipeline_lands_in_the_report(tmp_path):

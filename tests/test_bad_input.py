@@ -377,6 +377,18 @@ CASES: list[tuple[str, list[str], tuple[str, ...], Callable | None]] = [
         good_delta,
     ),
     (
+        "attack-ring-a-bell-eta-not-finite",
+        ["attack", "{tmp}/ok.safetensors", "--attack", "ring-a-bell", "--set", "eta=nan", *OUT],
+        ("eta", "finite"),
+        good_delta,
+    ),
+    (
+        "attack-relearn-unknown-optimizer",
+        ["attack", "{tmp}/ok.safetensors", "--attack", "relearn", "--set", "optimizer=rmsprop", *OUT],
+        ("rmsprop", "choose one of"),
+        good_delta,
+    ),
+    (
         "attack-data-level-run-without-concept",
         ["attack", "{tmp}/ga.safetensors", *OUT],
         ("ga.safetensors", "--concept NAME"),

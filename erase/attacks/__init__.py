@@ -55,6 +55,11 @@ REGISTRY: dict[str, Attack] = {
     "prompt": Attack("prompt", "prompt", control="prompt-random"),
     # Its control: as many random words, the best by the same loss; the same budget of model calls.
     "prompt-random": Attack("prompt-random", "prompt", {"search": "random"}),
+    # Words whose text encoding is nearest the concept's direction; reads the text encoder only.
+    "ring-a-bell": Attack("ring-a-bell", "ring_a_bell"),
+    # Fine-tune the attacked UNet on the concept's examples for a fixed budget (erase relearn's loop).
+    "relearn": Attack("relearn", "relearn"),
+    "relearn-sgd": Attack("relearn-sgd", "relearn", {"optimizer": "sgd"}),
 }
 
 

@@ -12,8 +12,10 @@ An attack is a module with:
   ``prompts`` (what to draw the concept from), ``budget`` (steps, model calls, seconds) and, when
   the prompts need it, what ``load(pipe, found)`` / ``unload(pipe, found)`` put into the pipeline
   (an embedding) before drawing;
+- optionally ``READS_UNET = False``: the attack reads the text encoders only (Ring-A-Bell), so what
+  it finds on the base model holds for an edit of its UNet and is not searched for again;
 - optionally ``check(cfg, target)``: what can be refused before a model loads (one-line ``EraseError``);
-- optionally ``starting_point(target, cfg) -> dict``: the prompts the attack starts from, untrained
+- optionally ``starting_point(pipe, target, cfg) -> dict``: the prompts the attack starts from, untrained
   (inversion: the init word where the token goes). Drawn on the base model, they say how much of
   the attack's success there is its own.
 
@@ -71,7 +73,7 @@ def from_the_start(pipe, judge, target, module, cfg, *, seeds: Sequence[int], st
     start = getattr(module, "starting_point", None)
     if start is None:
         return None
-    begin = start(target, cfg)
+    begin = start(pipe, target, cfg)
     return begin | {"success": success(pipe, judge, target, None, begin, seeds=seeds, steps=steps)}
 
 
@@ -81,6 +83,16 @@ def against_control(attack: dict, control: dict, name: str) -> dict:
     beats = attack["ci95"][0] > control["ci95"][1]
     word = "above" if beats else "no better than"
     return {"control": name, "beats": beats, "why": f"{word} its control {name} ({shown(control)})"}
+
+
+def diverged(runs: dict[str, dict]) -> dict | None:
+    """The outcome of an attack whose run on some model stopped on a non-finite loss: "diverged",
+    its own outcome (a rate that blows up says nothing of whether the erasure holds); else None."""
+    bad = [label for label, found in runs.items() if found.get("diverged")]
+    if not bad:
+        return None
+    why = f"on the {' and '.join(bad)} model{'s' if len(bad) > 1 else ''} ({runs[bad[0]]['diverged']})"
+    return {"outcome": "diverged", "why": why}
 
 
 def verdict(

@@ -117,7 +117,7 @@ def check(cfg: Config, target) -> None:
     init_word(cfg, target)
 
 
-def starting_point(target, cfg: Config) -> dict:
+def starting_point(pipe, target, cfg: Config) -> dict:
     """The held-out prompts with the init word where the token goes: the attack before any step."""
     word = init_word(cfg, target)
     return {"init": word, "prompts": with_token(target.heldout, target.label, word)}

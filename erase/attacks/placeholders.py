@@ -69,6 +69,26 @@ def remove_token(pipe, token: str, vectors: int) -> None:
                 rewrap()
 
 
+def vocabulary(tokenizer, label: str) -> torch.Tensor:
+    """The ids a found word may take: tokens whose printable text reads back as that one token
+    (whole words, not byte pieces or control characters), not special, not the concept's word."""
+    special = set(tokenizer.all_special_ids)
+    banned = set(tokenizer.encode(label, add_special_tokens=False))
+
+    def a_word(i: int) -> bool:
+        text = tokenizer.decode([i])
+        return text.strip().isprintable() and tokenizer.encode(text, add_special_tokens=False) == [i]
+
+    ids = [
+        i
+        for t, i in tokenizer.get_vocab().items()
+        if t.endswith("</w>") and i not in special and i not in banned and a_word(i)
+    ]
+    if not ids:
+        raise EraseError("the prompt attack found no whole-word tokens in this tokenizer's vocabulary")
+    return torch.tensor(sorted(ids))
+
+
 def token_for(concept_name: str, kind: str) -> str:
     """``<red-inv>``, ``<van-gogh-adv>``: the token an attack of ``kind`` adds for a concept."""
     return f"<{re.sub(r'[^a-z0-9]+', '-', concept_name.lower()).strip('-')}-{kind}>"

@@ -40,6 +40,7 @@ from erase.attacks.placeholders import (
     text_loss,
     token_for,
     token_names,
+    vocabulary,
 )
 from erase.errors import EraseError
 
@@ -75,26 +76,6 @@ class Config:
 # docs/results/inversion_tuning.json); 150 steps of batch 8 is inversion's toy budget.
 TOY = {"steps": 150, "batch_size": 8, "snr_gamma": 5.0, "t_min": 500}
 SMOKE = {"steps": 2, "batch_size": 1}
-
-
-def vocabulary(tokenizer, label: str) -> torch.Tensor:
-    """The ids a found word may take: tokens whose printable text reads back as that one token
-    (whole words, not byte pieces or control characters), not special, not the concept's word."""
-    special = set(tokenizer.all_special_ids)
-    banned = set(tokenizer.encode(label, add_special_tokens=False))
-
-    def a_word(i: int) -> bool:
-        text = tokenizer.decode([i])
-        return text.strip().isprintable() and tokenizer.encode(text, add_special_tokens=False) == [i]
-
-    ids = [
-        i
-        for t, i in tokenizer.get_vocab().items()
-        if t.endswith("</w>") and i not in special and i not in banned and a_word(i)
-    ]
-    if not ids:
-        raise EraseError("the prompt attack found no whole-word tokens in this tokenizer's vocabulary")
-    return torch.tensor(sorted(ids))
 
 
 def project_to_simplex(p: torch.Tensor) -> torch.Tensor:

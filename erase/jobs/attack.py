@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from erase.attacks import get_attack
 from erase.jobs.base import (
     FieldError,
     JobResult,
@@ -73,7 +74,6 @@ class AttackJob(ModelOptions, JudgeOptions, OutOptions):
 
     def settings(self, *, toy: bool) -> dict:
         """Each attack's config: its defaults (the toy world's on a toy-sized model) and ``set``."""
-        from erase.attacks import get_attack
 
         chosen = {name: get_attack(name) for name in self.attack}
         mine = {name: {} for name in chosen}
@@ -91,7 +91,6 @@ class AttackJob(ModelOptions, JudgeOptions, OutOptions):
     def check_target(self, target) -> None:
         """Each attack's own checks against the concept (inversion: not its own word as the init),
         under both the toy world's settings and the source's, before a model loads."""
-        from erase.attacks import get_attack
 
         for toy in (False, True):
             for name, acfg in self.settings(toy=toy).items():
@@ -151,8 +150,20 @@ def run(cfg: AttackJob) -> JobResult:
                 pipe = None  # freed before the oracle loads
                 pipe = cfg.load(spec)
             for attack, acfg in settings.items():
+                # An attack that reads only the text encoders found on the base model what it would
+                # find on the erased one (the same pipeline, only its UNet edited): not searched again.
+                same = label == "erased" and not getattr(get_attack(attack).module, "READS_UNET", True)
                 found[(attack, label)] = _attack_one(
-                    cfg, pipe, judge, target, examples, attack, acfg, tmp, label
+                    cfg,
+                    pipe,
+                    judge,
+                    target,
+                    examples,
+                    attack,
+                    acfg,
+                    tmp,
+                    label,
+                    reuse=found.get((attack, "base")) if same else None,
                 )
         results = _results(cfg, target, settings, found, models, meta)
         print(results["table"])
@@ -163,18 +174,29 @@ def run(cfg: AttackJob) -> JobResult:
     return JobResult(out, record)
 
 
-def _attack_one(cfg, pipe, judge, target, examples, attack: str, acfg, tmp: Path, label: str) -> dict:
-    """One attack on one model: what it found, its success on the evaluation seeds, a grid."""
-    from erase.attacks import get_attack
+def _attack_one(
+    cfg, pipe, judge, target, examples, attack: str, acfg, tmp: Path, label: str, reuse: dict | None = None
+) -> dict:
+    """One attack on one model: what it found (or, with ``reuse``, what it found on the base model),
+    its success on the evaluation seeds, a grid."""
     from erase.attacks.api import from_the_start, success
     from erase.generate import grid
 
     module = get_attack(attack).module
     where = tmp / attack / label
-    found = module.run(pipe, examples, target, acfg, seed=cfg.seed, out=where)
+    if reuse is None:
+        found = module.run(pipe, examples, target, acfg, seed=cfg.seed, out=where)
+    else:
+        where.mkdir(parents=True, exist_ok=True)
+        drop = ("success", "images", "start")
+        found = {k: v for k, v in reuse.items() if k not in drop} | {"found_on": "base"}
+    kept = {k: v for k, v in found.items() if not k.startswith("_")}  # "_": in memory only (weights)
+    if found.get("diverged"):  # nothing to draw from: the row's outcome is "diverged"
+        return kept | {"success": None}
     res = success(pipe, judge, target, module, found, seeds=cfg.eval_seeds, steps=cfg.eval_steps)
     images = res.pop("images")
     grid(images, cols=len(cfg.eval_seeds)).save(where / "images.png")
+    found = kept
     for key in ("embedding",):
         if key in found:
             found[key] = str(Path(found[key]).relative_to(tmp))  # where it lands in the run folder
@@ -191,17 +213,18 @@ def _attack_one(cfg, pipe, judge, target, examples, attack: str, acfg, tmp: Path
 def _results(cfg, target, settings: dict, found: dict, models, meta: dict) -> dict:
     from dataclasses import asdict
 
-    from erase.attacks import get_attack
-    from erase.attacks.api import against_control, shown, verdict
+    from erase.attacks.api import against_control, diverged, shown, verdict
     from erase.report.console import markdown_table
 
     rows = []
     for attack, acfg in settings.items():
         got = {label: found.get((attack, label), {}).get("success") for label, _ in models}
         start = found.get((attack, "base"), {}).get("start", {}).get("success")
-        v = verdict(got["erased"], got.get("base"), got.get("oracle"), start=start)
+        v = diverged({label: found[(attack, label)] for label, _ in models})
+        v = v or verdict(got["erased"], got.get("base"), got.get("oracle"), start=start)
         control = get_attack(attack).control
-        if control in settings:  # run beside it: did the search find more than its control?
+        if control in settings and v["outcome"] != "diverged" and found[(control, "erased")]["success"]:
+            # run beside it: did the search find more than its control?
             v["against_control"] = against_control(
                 got["erased"], found[(control, "erased")]["success"], control
             )

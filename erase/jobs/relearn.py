@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from erase.attacks.relearn import Config as RelearnAttack
 from erase.errors import EraseError
 from erase.jobs.base import (
     FieldError,
@@ -17,22 +18,11 @@ from erase.jobs.base import (
     record_config,
     start_record,
 )
+from erase.optim import DEFAULT_LRS, RELEARN_PARAMS
 from erase.seeds import eval_image_seeds, split_of
 
-# Relearning learning rates per optimizer: on the toy world (all parameters, batch 4) SGD at 0.1
-# wrecks the model and at 0.5 diverges; 0.03 is the largest that learns. Adam at 3e-4 is the setting
-# that brought an erased circle back within 12 steps when this was first measured.
-DEFAULT_LRS: dict[str, tuple[float, ...]] = {
-    "sgd": (0.03,),
-    "sgdm": (0.003,),
-    "adam": (3e-4,),
-    "adamw": (3e-4,),
-    # Sign-based steps move every coordinate by lr, so their rates sit ~10x below Adam's
-    # (Lion paper's advice); starting points for a sweep, like the rest.
-    "lion": (3e-5,),
-    "signsgd": (3e-5,),
-}
-RELEARN_PARAMS = ("all", "xattn", "xattn-kv", "non-xattn", "changed")
+# The relearning attack's settings (erase.attacks.relearn) are the only copy of its defaults.
+ATTACK = RelearnAttack()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,14 +41,14 @@ class RelearnJob(RunOptions):
         + ", ".join(f"{k} {v[0]:g}" for k, v in DEFAULT_LRS.items()),
         grammar="optimizers",
     )
-    steps: int = option(100, "budget of relearning steps")
+    steps: int = option(ATTACK.steps, "budget of relearning steps")
     eval_every: int | None = option(None, "evaluate every k steps (default: steps / 10)")
-    batch_size: int = option(4, "examples per step")
-    params: str = option("all", "what relearning trains: " + ", ".join(RELEARN_PARAMS))
+    batch_size: int = option(ATTACK.batch_size, "examples per step")
+    params: str = option(ATTACK.params, "what relearning trains: " + ", ".join(RELEARN_PARAMS))
     seeds: tuple[int, ...] = option((0, 1, 2), "relearning seeds: data order and noise", grammar="seeds")
     tau: float = option(0.8, "resurgence at tau x the original's accuracy")
     snr_gamma: float | None = option(
-        None, "Min-SNR loss weighting (the toy world was trained with 5); default: the plain loss"
+        ATTACK.snr_gamma, "Min-SNR loss weighting (the toy world was trained with 5); default: the plain loss"
     )
     examples: int = option(16, "examples drawn by the original model")
     data: Path | None = option(None, "a folder of images with captions instead of drawn examples")

@@ -320,6 +320,16 @@ def _attack_section(run: Path, record: dict) -> dict:
                 f"{row['attack']}: found the words {found['words']!r} ({found['search']} search), prompts "
                 f"such as {found['prompts'][0]!r}; budget {found['budget']}."
             )
+        elif found.get("eta") is not None:
+            paras.append(
+                f"{row['attack']}: prompts found from the text encoder alone (eta {found['eta']:g}), such as "
+                f"{found['prompts'][0]!r}; budget {found['budget']}."
+            )
+        elif found.get("optimizer"):
+            paras.append(
+                f"{row['attack']}: the UNet relearned with {found['optimizer']} at {found['lr']:g} on the "
+                f"examples, then the concept's own prompts drawn; budget {found['budget']}."
+            )
     images = [
         (
             Path(run) / "attack" / row["base"]["start"]["images"],
@@ -332,6 +342,7 @@ def _attack_section(run: Path, record: dict) -> dict:
         (Path(run) / "attack" / row[m]["images"], f"{row['attack']} on the {m} model")
         for row in res["attacks"]
         for m in models
+        if "images" in row[m]  # a run that diverged drew none
     ]
     return {
         "heading": "Attacks",
