@@ -197,7 +197,9 @@ def _search(cfg: Config, distance, n: int, rng: np.random.Generator, bar) -> tup
                 j, cut = rng.integers(0, len(population)), rng.integers(0, cfg.length)
                 a, b = population[i], population[j]
                 kids += [np.r_[a[:cut], b[cut:]], np.r_[b[:cut], a[cut:]]]
-        population = np.concatenate([population, np.array(kids, dtype=population.dtype).reshape(-1, cfg.length)])
+        population = np.concatenate(
+            [population, np.array(kids, dtype=population.dtype).reshape(-1, cfg.length)]
+        )
         scores = np.r_[scores, np.full(len(kids), np.nan)]
         hit = np.flatnonzero(rng.random(len(population)) < cfg.mutation)
         population[hit, rng.integers(0, cfg.length, size=len(hit))] = rng.integers(0, n, size=len(hit))
