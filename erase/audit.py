@@ -18,7 +18,7 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,11 +43,19 @@ class AuditRow:
 class Column:
     label: str
     delta: Path | None  # None: the base model itself
+    # An attack's column (built by ``erase.jobs.audit`` from an ``erase attack`` record): the prompt
+    # drawn in place of each row's prompt, what the attack puts into the pipeline while drawing (a
+    # context manager on the pipeline: a token's embedding), and a tag naming that for the cache.
+    prompts: dict[str, str] | None = None
+    loaded: Callable | None = None
+    tag: str = ""
 
 
 def _spread(items: Sequence, n: int) -> list:
     """``n`` items evenly spaced through ``items`` (held-out prompts vary fastest in their other
     placeholder, so the first n would all share one phrasing)."""
+    if n <= 0:
+        return []
     if n >= len(items):
         return list(items)
     step = len(items) / n
@@ -191,10 +199,13 @@ def audit(
     prompts = list(dict.fromkeys(r.prompt for r in rows))
     for j, col in enumerate(tqdm(columns, desc="audit", disable=not progress)):
         fp = base_fingerprint if col.delta is None else f"{base_fingerprint}+{sha256_of(col.delta)}"
-        with delta_applied(pipe, col.delta, base_fingerprint):
+        fp += f"+{col.tag}" if col.tag else ""
+        drawn_prompts = [(col.prompts or {}).get(p, p) for p in prompts]
+        loaded = col.loaded(pipe) if col.loaded is not None else contextlib.nullcontext()
+        with delta_applied(pipe, col.delta, base_fingerprint), loaded:
             ims, n = cached_generate(
                 pipe,
-                prompts,
+                drawn_prompts,
                 seeds,
                 fingerprint=fp,
                 steps=steps,
@@ -220,6 +231,7 @@ def audit(
                     {
                         "row": i,
                         "prompt": row.prompt,
+                        "drawn": (col.prompts or {}).get(row.prompt, row.prompt),
                         "role": row.role,
                         "concept": row.concept.name,
                         "model": col.label,

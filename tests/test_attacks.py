@@ -34,7 +34,7 @@ def test_every_attack_file_is_registered_and_has_the_interface():
 
 
 def test_unknown_attack_and_setting_are_refused_in_one_line():
-    with pytest.raises(EraseError, match="unknown attack 'telepathy'; choose one of inversion"):
+    with pytest.raises(EraseError, match="unknown attack 'telepathy'; choose one of plain, inversion"):
         get_attack("telepathy")
     with pytest.raises(EraseError, match="inversion has no setting 'stepz'"):
         get_attack("inversion").config({"stepz": 3})
@@ -428,6 +428,37 @@ def test_ring_a_bell_in_the_job_searches_once_for_the_base_and_its_edit(tmp_path
     start = row["base"]["start"]
     assert len(start["prompts"]) == 12 and start["prompts"] != row["base"]["prompts"]
     assert (out / "ring-a-bell" / "base" / "prompts.txt").is_file()
+
+
+def test_the_audit_gets_a_column_per_attack_that_found_prompts(tmp_path):
+    """`erase audit RUN` after `erase attack`: the erased model drawing the concept's rows with the
+    token or words each attack found (same seeds), the token loaded only while its column is drawn;
+    relearning, which keeps no weights, and plain, which finds nothing, get no column."""
+    import json
+
+    from erase.cli import main
+    from erase.jobs import ConceptJob, run
+
+    run(ConceptJob(concept="red", method="uce", anchor="a blue {shape}", no_score=True, out=tmp_path / "uce"))
+    argv = ["attack", str(tmp_path / "uce"), "--attack", "plain,inversion,prompt,relearn", "--set", "steps=2"]
+    argv += ["--examples", "2", "--eval-seeds", "2000", "--no-base", "--oracle", "none"]
+    assert main(argv) == 0
+    argv = ["audit", str(tmp_path / "uce"), "--seeds", "2000", "--erased-prompts", "2", "--neighbours", "1"]
+    assert main([*argv, "--unrelated", "0", "--steps", "2", "--no-cache"]) == 0
+    record = json.loads((tmp_path / "uce" / "audit" / "audit.json").read_text())
+    labels = [c["label"] for c in record["config"]["columns"]]
+    assert labels == ["base", "erased (uce)", "inversion on erased (<red-inv>)", "prompt on erased"]
+    attack = json.loads((tmp_path / "uce" / "attack" / "attack.json").read_text())["results"]["attacks"]
+    words = attack[2]["erased"]["words"]  # plain, inversion, prompt, relearn
+    cells = record["results"]["cells"]
+    for c in cells:
+        if c["model"] == labels[2]:
+            assert ("<red-inv>" in c["drawn"]) == (c["role"] == "erased"), c
+        elif c["model"] == labels[3] and c["role"] == "erased":
+            assert c["drawn"] == f"{words} {c['prompt']}"
+        else:
+            assert c["drawn"] == c["prompt"]
+    assert len(cells) == 4 * 3  # 4 columns x (2 erased + 1 neighbour) prompts x 1 seed
 
 
 def test_an_attack_stage_in_a_pipeline_lands_in_the_report(tmp_path):

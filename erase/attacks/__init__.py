@@ -49,6 +49,8 @@ class Attack:
 
 
 REGISTRY: dict[str, Attack] = {
+    # No attack: the concept's own prompts (what the erasure gives on its own, in the same table).
+    "plain": Attack("plain", "plain"),
     # Learn a new token's embedding on images of the concept, the attacked model frozen.
     "inversion": Attack("inversion", "inversion"),
     # A few words in front of the prompt, chosen by the erased model's own denoising (UnlearnDiffAtk).

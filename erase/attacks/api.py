@@ -14,6 +14,8 @@ An attack is a module with:
   (an embedding) before drawing;
 - optionally ``READS_UNET = False``: the attack reads the text encoders only (Ring-A-Bell), so what
   it finds on the base model holds for an edit of its UNet and is not searched for again;
+- optionally ``OUTCOMES``: the verdict's words renamed for this attack (``plain``, no attack at all:
+  "circumvented" reads "not erased");
 - optionally ``check(cfg, target)``: what can be refused before a model loads (one-line ``EraseError``);
 - optionally ``starting_point(pipe, target, cfg) -> dict``: the prompts the attack starts from, untrained
   (inversion: the init word where the token goes). Drawn on the base model, they say how much of

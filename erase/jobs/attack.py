@@ -222,6 +222,7 @@ def _results(cfg, target, settings: dict, found: dict, models, meta: dict) -> di
         start = found.get((attack, "base"), {}).get("start", {}).get("success")
         v = diverged({label: found[(attack, label)] for label, _ in models})
         v = v or verdict(got["erased"], got.get("base"), got.get("oracle"), start=start)
+        v["outcome"] = getattr(get_attack(attack).module, "OUTCOMES", {}).get(v["outcome"], v["outcome"])
         control = get_attack(attack).control
         if control in settings and v["outcome"] != "diverged" and found[(control, "erased")]["success"]:
             # run beside it: did the search find more than its control?

@@ -41,6 +41,13 @@ class AuditJob(ModelOptions, JudgeOptions, OutOptions, SamplingOptions):
         None, "folder of relearned weights from `erase relearn --save-weights` (default RUN/relearn)"
     )
     no_relearned: bool = option(False, "leave out relearned weights")
+    attacks: Path | None = option(
+        None,
+        "an `erase attack` folder whose attacks get a column each: the erased model drawing, for the "
+        "concept's rows, the prompts each attack found, with the embedding it found loaded (default "
+        "RUN/attack; relearning attacks keep no weights and get none: `erase relearn --save-weights`)",
+    )
+    no_attacks: bool = option(False, "leave out the attacks' columns")
     seeds: tuple[int, ...] = option(eval_image_seeds(2), "seeds, the same in every column", grammar="seeds")
     erased_prompts: int = option(4, "held-out prompts of the concept")
     neighbours: int = option(3, "concepts of its group, one prompt each")
@@ -75,6 +82,56 @@ def columns(run: str, extra, relearned: Path | None):
     return meta, cols
 
 
+def attack_columns(folder: Path, erased: Path, target) -> list:
+    """A column per attack of the ``erase attack`` record in ``folder`` that found prompts (and an
+    embedding) on the erased model: the erased model, each held-out prompt of the concept replaced by
+    the one the attack found for it, what it found loaded while drawing. Relearning attacks, whose
+    weights are not kept, and runs that diverged get none."""
+    import contextlib
+    import json
+
+    from erase.attacks import get_attack
+    from erase.audit import Column
+    from erase.delta import sha256_of
+
+    path = folder / "attack.json"
+    try:
+        res = json.loads(path.read_text())["results"]
+    except (OSError, ValueError, KeyError):
+        raise EraseError(f"{path} is not an `erase attack` record; run `erase attack` there first") from None
+    if res["concept"] != target.name:
+        return []  # found for another concept's prompts
+    cols = []
+    for row in res["attacks"]:
+        found = dict(row["erased"])
+        # None to draw: diverged, or nothing found but weights (relearning) or nothing at all (plain)
+        if found.get("success") is None or (
+            found["prompts"] == list(target.heldout) and not found.get("embedding")
+        ):
+            continue
+        module = get_attack(row["attack"]).module
+        tag = ""
+        if found.get("embedding"):
+            found["embedding"] = str(folder / found["embedding"])
+            tag = sha256_of(Path(found["embedding"]))
+
+        @contextlib.contextmanager
+        def loaded(pipe, module=module, found=found):
+            if not hasattr(module, "load"):
+                yield
+                return
+            module.load(pipe, found)
+            try:
+                yield
+            finally:
+                module.unload(pipe, found)
+
+        label = f"{row['attack']} on erased" + (f" ({found['token']})" if found.get("token") else "")
+        prompts = dict(zip(target.heldout, found["prompts"]))
+        cols.append(Column(label, erased, prompts=prompts, loaded=loaded, tag=tag))
+    return cols
+
+
 def run(cfg: AuditJob) -> JobResult:
     from erase import distributed
     from erase.audit import audit, audit_rows, cache_dir, presence_counts, presence_table, render_grid
@@ -90,6 +147,13 @@ def run(cfg: AuditJob) -> JobResult:
     meta, cols = columns(cfg.run, cfg.delta, None if cfg.no_relearned else relearned)
     base = cfg.model or meta["base_model"]
     book, target = cfg.erased_concept(meta, cfg.run)
+    attacked = cfg.attacks or (run_dir / "attack" if run_dir.is_dir() else None)
+    if cfg.attacks is not None and not (cfg.attacks / "attack.json").is_file():
+        raise EraseError(
+            f"--attacks {cfg.attacks} holds no attack.json; pass an `erase attack` output folder"
+        )
+    if attacked is not None and (attacked / "attack.json").is_file() and not cfg.no_attacks:
+        cols += attack_columns(attacked, cols[1].delta, target)
     rows = audit_rows(
         book, target, n_erased=cfg.erased_prompts, n_neighbours=cfg.neighbours, n_unrelated=cfg.unrelated
     )
@@ -99,7 +163,11 @@ def run(cfg: AuditJob) -> JobResult:
         cfg.seeds,
         base_model=base,
         concept=target.name,
-        columns=[{"label": c.label, "delta": str(c.delta) if c.delta else None} for c in cols],
+        columns=[
+            {"label": c.label, "delta": str(c.delta) if c.delta else None}
+            | ({"prompts": c.prompts} if c.prompts else {})
+            for c in cols
+        ],
         rows=[{"prompt": r.prompt, "role": r.role, "concept": r.concept.name} for r in rows],
     )
     rec.prompts("concepts", file=book.path)
