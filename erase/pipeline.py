@@ -26,7 +26,8 @@ Stages write their outputs whole, and ``RUN/pipeline.json`` records which stages
 
 In a study, a relearn stage may point at an earlier run of the same study: ``lrs_from: run:NAME``
 (the learning rates that run's sweep chose) and ``oracle: run:NAME`` (its relearning, as the
-calibration), read from STUDY/NAME/relearn/ when the stage runs.
+calibration), read from STUDY/NAME/relearn/ when the stage runs; an attack stage ``calibration:
+run:NAME`` (that run's base-model and oracle results of the same attacks), from STUDY/NAME/attack/.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from erase.seeds import eval_image_seeds
 
 MODEL = ("model", "device", "dtype", "allow_pickle")
 EDITS = ("erase", "untrain", "use")  # the stages that give the later ones an edit
+RUN_REFS = {"relearn": ("lrs_from", "oracle"), "attack": ("calibration",)}  # fields that take run:NAME
 RUNNING = ("out", "overwrite", "resume", "checkpoint_every")  # the pipeline runs the stages
 ABOUT = {
     "load": "the model the stages below load",
@@ -322,13 +324,13 @@ def plan(p: Pipeline, out: Path) -> list[tuple[str, JobConfig | None]]:
             made = edit.run if edit_name == "use" else str(out / edit_name)
             given |= {"run": made, "concept": edit.concept}
             resolved = {}
+            fields_ = p.get(name) if isinstance(p.get(name), dict) else {}
+            for key in RUN_REFS.get(name, ()):  # run:NAME, the same stage of an earlier run of this study
+                value = fields_.get(key)
+                if isinstance(value, str) and value.startswith("run:"):
+                    resolved[key] = str((out.parent / value[4:] / name).absolute())
             if name == "relearn":
                 given["save_weights"] = "audit" in p.names
-                fields_ = p.get(name) if isinstance(p.get(name), dict) else {}
-                for key in ("lrs_from", "oracle"):  # run:NAME, an earlier run of this study
-                    value = fields_.get(key)
-                    if isinstance(value, str) and value.startswith("run:"):
-                        resolved[key] = str((out.parent / value[4:] / "relearn").absolute())
             elif name == "audit":
                 given |= {"relearned": out / "relearn"} if "relearn" in p.names else {"no_relearned": True}
             steps.append((name, stage(name, given, resolved)))

@@ -461,6 +461,32 @@ def test_the_audit_gets_a_column_per_attack_that_found_prompts(tmp_path):
     assert len(cells) == 4 * 3  # 4 columns x (2 erased + 1 neighbour) prompts x 1 seed
 
 
+def test_a_calibration_is_reused_only_from_the_very_same_attacks(tmp_path):
+    """`--calibration`: the base-model results of an earlier run of the same attacks, with their
+    files, instead of attacking the base model again; any other setting is refused before loading."""
+    import json
+
+    from erase.cli import main
+    from erase.jobs import ConceptJob, run
+
+    for name, anchor in (("uce", "a blue {shape}"), ("uce2", "a green {shape}")):
+        run(ConceptJob(concept="red", method="uce", anchor=anchor, no_score=True, out=tmp_path / name))
+    common = ["--attack", "plain,ring-a-bell", "--set", "generations=2", "--set", "population=4"]
+    common += ["--examples", "2", "--eval-seeds", "2000", "--oracle", "none"]
+    assert main(["attack", str(tmp_path / "uce"), *common]) == 0
+    first = tmp_path / "uce" / "attack"
+    again = ["attack", str(tmp_path / "uce2"), *common, "--calibration", str(first)]
+    assert main(again) == 0
+    one = json.loads((first / "attack.json").read_text())["results"]["attacks"]
+    two = json.loads((tmp_path / "uce2" / "attack" / "attack.json").read_text())["results"]["attacks"]
+    for a, b in zip(one, two):
+        assert b["base"]["success"] == a["base"]["success"] and b["base"]["calibration"] == str(first)
+        assert (tmp_path / "uce2" / "attack" / b["base"]["images"]).is_file()
+        assert "calibration" not in b["erased"]
+    assert two[1]["erased"]["prompts"] == one[1]["base"]["prompts"]  # ring-a-bell: found on the base
+    assert main([*again[:-2], "--seed", "1", "--calibration", str(first)]) == 2
+
+
 def test_an_attack_stage_in_a_pipeline_lands_in_the_report(tmp_path):
     from erase.cli import main
 

@@ -56,6 +56,13 @@ class AttackJob(ModelOptions, JudgeOptions, OutOptions):
         "toy world's oracle for the concept when there is one; 'none': uncalibrated",
     )
     no_base: bool = option(False, "do not attack the base model (whose result says the attack works)")
+    calibration: Path | None = option(
+        None,
+        "an earlier `erase attack` folder whose base-model and oracle results are reused instead of "
+        "attacking those models again: they must come from the very same attacks (base model, oracle, "
+        "concept, seed, examples, evaluation seeds and steps, judge and every attack's settings; "
+        "checked, a difference refused). Calibrate once, attack many erasures of the same concept",
+    )
     eval_seeds: tuple[int, ...] = option(
         eval_image_seeds(6), "held-out seeds of the images drawn from what the attack found", grammar="seeds"
     )
@@ -118,6 +125,7 @@ def run(cfg: AttackJob) -> JobResult:
         raise FieldError("oracle", f"{oracle} does not exist; pass an edit of the base, a model, or 'none'")
     if oracle is not None and (Path(oracle).is_dir() or Path(oracle).suffix == ".safetensors"):
         oracle = f"{base}+{oracle}"  # an edit of the same base
+    calib = _calibration(cfg, base, oracle, target) if cfg.calibration else None
     examples = load_image_folder(cfg.data) if cfg.data else None
     out = cfg.out_dir("attack", target.name, (Path(cfg.run) / "attack") if Path(cfg.run).is_dir() else None)
     rec = start_record(
@@ -141,9 +149,15 @@ def run(cfg: AttackJob) -> JobResult:
     rec.prompts("attack examples", texts=examples.prompts)
     models = ([] if cfg.no_base else [("base", base)]) + [("erased", f"{base}+{path}")]
     models += [("oracle", oracle)] if oracle else []
+    if calib is not None:
+        _same_settings(cfg, calib, settings)
     with atomic_dir(out) as tmp:
         found = {}
         for label, spec in models:
+            if calib is not None and label != "erased":  # reused: what the earlier run found and drew
+                for attack in settings:
+                    found[(attack, label)] = _reused(cfg.calibration, calib, attack, label, tmp)
+                continue
             if label == "erased":
                 apply_delta(pipe.unet, path, model_fingerprint(base))  # the base, loaded once
             elif label == "oracle":
@@ -174,6 +188,69 @@ def run(cfg: AttackJob) -> JobResult:
     return JobResult(out, record)
 
 
+def _calibration(cfg: AttackJob, base: str, oracle: str | None, target) -> dict:
+    """The earlier record whose base-model and oracle results this run reuses, checked (all but the
+    attacks' settings, which need the model's size) before anything loads."""
+    import json
+
+    path = Path(cfg.calibration) / "attack.json"
+    try:
+        record = json.loads(path.read_text())
+        res, old = record["results"], record["config"]
+    except (OSError, ValueError, KeyError):
+        raise FieldError(
+            "calibration", f"{path} is not an `erase attack` record; pass its output folder"
+        ) from None
+    mine = {
+        "base model": (base, old.get("base_model")),
+        "oracle": (oracle, old.get("oracle_model")),
+        "concept": (target.name, res.get("concept")),
+        "seed": (cfg.seed, old.get("seed")),
+        "examples": (cfg.examples, old.get("examples")),
+        "data": (str(cfg.data) if cfg.data else None, old.get("data")),
+        "eval seeds": (list(cfg.eval_seeds), old.get("eval_seeds")),
+        "eval steps": (cfg.eval_steps, old.get("eval_steps")),
+        "judge": (cfg.judge, old.get("judge")),
+        "concept file": (cfg.concepts, old.get("concepts")),
+    }
+    for what, (now, then) in mine.items():
+        if now != then:
+            raise FieldError(
+                "calibration", f"{cfg.calibration} was made with {what} {then!r}, this run has {now!r}"
+            )
+    rows = {r["attack"]: r for r in res["attacks"]}
+    wanted = ([] if cfg.no_base else ["base"]) + (["oracle"] if oracle else [])
+    for name in cfg.attack:
+        missing = [m for m in wanted if m not in rows.get(name, {})]
+        if missing:
+            raise FieldError("calibration", f"{cfg.calibration} has no {name} run on the {missing[0]} model")
+    return rows
+
+
+def _same_settings(cfg: AttackJob, calib: dict, settings: dict) -> None:
+    from dataclasses import asdict
+
+    for name, acfg in settings.items():
+        then = calib[name]["config"]
+        diff = sorted(k for k, v in asdict(acfg).items() if then.get(k) != v)
+        if diff:
+            raise FieldError(
+                "calibration",
+                f"{cfg.calibration} ran {name} with {diff[0]}={then.get(diff[0])!r}, this run with "
+                f"{getattr(acfg, diff[0])!r}; attack again without --calibration or with the same settings",
+            )
+
+
+def _reused(folder: Path, calib: dict, attack: str, label: str, tmp: Path) -> dict:
+    """An earlier run's result on one model, its files copied into this run's folder."""
+    import shutil
+
+    src = Path(folder) / attack / label
+    if src.is_dir():
+        shutil.copytree(src, tmp / attack / label)
+    return calib[attack][label] | {"calibration": str(folder)}
+
+
 def _attack_one(
     cfg, pipe, judge, target, examples, attack: str, acfg, tmp: Path, label: str, reuse: dict | None = None
 ) -> dict:
@@ -188,7 +265,7 @@ def _attack_one(
         found = module.run(pipe, examples, target, acfg, seed=cfg.seed, out=where)
     else:
         where.mkdir(parents=True, exist_ok=True)
-        drop = ("success", "images", "start")
+        drop = ("success", "images", "start", "calibration")
         found = {k: v for k, v in reuse.items() if k not in drop} | {"found_on": "base"}
     kept = {k: v for k, v in found.items() if not k.startswith("_")}  # "_": in memory only (weights)
     if found.get("diverged"):  # nothing to draw from: the row's outcome is "diverged"
