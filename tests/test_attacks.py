@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import shutil
 
 import numpy as np
 import pytest
@@ -22,6 +23,16 @@ from erase.methods.base import ImageSet
 from tests import tiny
 
 PIPES = {"sd1": tiny.sd1, "sd2": tiny.sd2, "sdxl": tiny.sdxl}
+
+
+@pytest.fixture(scope="module")
+def uce_red(tmp_path_factory):
+    """A UCE erasure of red on the toy (a run folder), made once; each job test attacks a copy."""
+    from erase.jobs import ConceptJob, run
+
+    out = tmp_path_factory.mktemp("attacks") / "uce"
+    run(ConceptJob(concept="red", method="uce", anchor="a blue {shape}", no_score=True, out=out))
+    return out
 
 
 def test_every_attack_file_is_registered_and_has_the_interface():
@@ -327,21 +338,28 @@ def test_the_verdict_reads_the_erased_model_against_the_base_and_the_oracle():
     lazy = verdict(_count(20, 24), base, oracle, start=_count(20, 24))
     assert lazy["outcome"] == "not an attack here" and "where it starts (20/24" in lazy["why"]
     assert verdict(_count(20, 24), base, oracle, start=_count(0, 24))["outcome"] == "circumvented"
+    # no attack at all (plain): its words, and no "hidden" reading of an erasure that did not erase
+    from erase.attacks.plain import OUTCOMES
+
+    plain = verdict(_count(20, 24), base, oracle, outcomes=OUTCOMES)
+    assert plain == {
+        "outcome": "not erased",
+        "why": "20/24 = 0.83 [0.64, 0.93], above what it gets from the oracle (2/24 = 0.08 [0.02, 0.26])",
+    }
     # an attack with a control must beat it, intervals apart, to have found anything itself
     assert against_control(_count(20, 24), _count(2, 24), "r")["beats"]
     tie = against_control(_count(20, 24), _count(16, 24), "r")
     assert not tie["beats"] and tie["why"] == "no better than its control r (16/24 = 0.67 [0.47, 0.82])"
 
 
-def test_the_attack_job_writes_the_token_images_verdict_and_record_for_each_model(tmp_path):
+def test_the_attack_job_writes_the_token_images_verdict_and_record_for_each_model(uce_red, tmp_path):
     """`erase attack` on a toy UCE edit with a smoke budget: mechanics (what is written, where, and
     that the verdict is the one the counts give), not efficacy."""
     import json
 
     from erase.cli import main
-    from erase.jobs import ConceptJob, run
 
-    run(ConceptJob(concept="red", method="uce", anchor="a blue {shape}", no_score=True, out=tmp_path / "uce"))
+    shutil.copytree(uce_red, tmp_path / "uce")
     argv = ["attack", str(tmp_path / "uce"), "--set", "steps=2", "--examples", "2", "--eval-seeds", "2000"]
     assert main(argv) == 0
     out = tmp_path / "uce" / "attack"  # beside the edit by default
@@ -362,15 +380,14 @@ def test_the_attack_job_writes_the_token_images_verdict_and_record_for_each_mode
     assert record["trainable_parameters"] == 64 and "attack examples" in record["prompt_hashes"]
 
 
-def test_the_prompt_attack_s_verdict_is_read_against_its_control(tmp_path):
+def test_the_prompt_attack_s_verdict_is_read_against_its_control(uce_red, tmp_path):
     """`erase attack --attack prompt,prompt-random` (smoke budget, the erased model only): the words in
     a file, and the prompt row's verdict says whether it beat its control."""
     import json
 
     from erase.cli import main
-    from erase.jobs import ConceptJob, run
 
-    run(ConceptJob(concept="red", method="uce", anchor="a blue {shape}", no_score=True, out=tmp_path / "uce"))
+    shutil.copytree(uce_red, tmp_path / "uce")
     argv = ["attack", str(tmp_path / "uce"), "--attack", "prompt,prompt-random", "--set", "steps=2"]
     argv += ["--examples", "2", "--eval-seeds", "2000", "--no-base", "--oracle", "none"]
     assert main(argv) == 0
@@ -384,17 +401,16 @@ def test_the_prompt_attack_s_verdict_is_read_against_its_control(tmp_path):
     assert record["trainable_parameters"] == 3 * prompt["erased"]["vocabulary"]
 
 
-def test_the_relearning_attack_in_the_job_draws_with_its_weights_and_writes_none(tmp_path):
+def test_the_relearning_attack_in_the_job_draws_with_its_weights_and_writes_none(uce_red, tmp_path):
     """`erase attack --attack relearn` (smoke budget): read like every attack, the relearned weights
     kept in memory, never in the record or the folder."""
     import json
 
     from erase.cli import main
-    from erase.jobs import ConceptJob, run
 
-    run(ConceptJob(concept="red", method="uce", anchor="a blue {shape}", no_score=True, out=tmp_path / "uce"))
+    shutil.copytree(uce_red, tmp_path / "uce")
     argv = ["attack", str(tmp_path / "uce"), "--attack", "relearn,relearn-sgd", "--set", "steps=2"]
-    argv += ["--examples", "2", "--eval-seeds", "2000", "--oracle", "none"]
+    argv += ["--examples", "2", "--eval-seeds", "2000", "--oracle", "none", "--no-base"]
     assert main(argv) == 0
     out = tmp_path / "uce" / "attack"
     record = json.loads((out / "attack.json").read_text())
@@ -402,44 +418,21 @@ def test_the_relearning_attack_in_the_job_draws_with_its_weights_and_writes_none
     assert (adam["erased"]["optimizer"], adam["erased"]["lr"]) == ("adam", 3e-4)
     assert (sgd["erased"]["optimizer"], sgd["erased"]["lr"]) == ("sgd", 0.03)
     for row in (adam, sgd):
-        assert row["verdict"]["outcome"] in {"uncalibrated", "not an attack here"}
-        for m in ("base", "erased"):
-            assert "_weights" not in row[m] and (out / row[m]["images"]).is_file()
-            assert row[m]["success"]["n"] == 12 and row[m]["budget"]["steps"] == 2
+        assert row["verdict"]["outcome"] == "uncalibrated" and "_weights" not in row["erased"]
+        assert (out / row["erased"]["images"]).is_file()
+        assert row["erased"]["success"]["n"] == 12 and row["erased"]["budget"]["steps"] == 2
     assert not list(out.rglob("*.safetensors"))
 
 
-def test_ring_a_bell_in_the_job_searches_once_for_the_base_and_its_edit(tmp_path):
-    """The model-agnostic attack's prompts, found on the base model, are drawn on the erased model
-    without a second search; its random-words start is drawn on the base model."""
-    import json
-
-    from erase.cli import main
-    from erase.jobs import ConceptJob, run
-
-    run(ConceptJob(concept="red", method="uce", anchor="a blue {shape}", no_score=True, out=tmp_path / "uce"))
-    argv = ["attack", str(tmp_path / "uce"), "--attack", "ring-a-bell", "--set", "generations=2"]
-    argv += ["--set", "population=4", "--examples", "2", "--eval-seeds", "2000", "--oracle", "none"]
-    assert main(argv) == 0
-    out = tmp_path / "uce" / "attack"
-    row = json.loads((out / "attack.json").read_text())["results"]["attacks"][0]
-    assert row["erased"]["found_on"] == "base" and row["erased"]["prompts"] == row["base"]["prompts"]
-    assert (out / row["erased"]["images"]).is_file() and row["erased"]["success"]["n"] == 12
-    start = row["base"]["start"]
-    assert len(start["prompts"]) == 12 and start["prompts"] != row["base"]["prompts"]
-    assert (out / "ring-a-bell" / "base" / "prompts.txt").is_file()
-
-
-def test_the_audit_gets_a_column_per_attack_that_found_prompts(tmp_path):
+def test_the_audit_gets_a_column_per_attack_that_found_prompts(uce_red, tmp_path):
     """`erase audit RUN` after `erase attack`: the erased model drawing the concept's rows with the
     token or words each attack found (same seeds), the token loaded only while its column is drawn;
     relearning, which keeps no weights, and plain, which finds nothing, get no column."""
     import json
 
     from erase.cli import main
-    from erase.jobs import ConceptJob, run
 
-    run(ConceptJob(concept="red", method="uce", anchor="a blue {shape}", no_score=True, out=tmp_path / "uce"))
+    shutil.copytree(uce_red, tmp_path / "uce")
     argv = ["attack", str(tmp_path / "uce"), "--attack", "plain,inversion,prompt,relearn", "--set", "steps=2"]
     argv += ["--examples", "2", "--eval-seeds", "2000", "--no-base", "--oracle", "none"]
     assert main(argv) == 0
@@ -450,6 +443,9 @@ def test_the_audit_gets_a_column_per_attack_that_found_prompts(tmp_path):
     assert labels == ["base", "erased (uce)", "inversion on erased (<red-inv>)", "prompt on erased"]
     attack = json.loads((tmp_path / "uce" / "attack" / "attack.json").read_text())["results"]["attacks"]
     words = attack[2]["erased"]["words"]  # plain, inversion, prompt, relearn
+    # every attack is also read against no attack at all, plain, run beside it
+    want = against_control(attack[1]["erased"]["success"], attack[0]["erased"]["success"], "plain")
+    assert attack[1]["verdict"]["against_plain"] == want and "against_plain" not in attack[0]["verdict"]
     cells = record["results"]["cells"]
     for c in cells:
         if c["model"] == labels[2]:
@@ -461,29 +457,42 @@ def test_the_audit_gets_a_column_per_attack_that_found_prompts(tmp_path):
     assert len(cells) == 4 * 3  # 4 columns x (2 erased + 1 neighbour) prompts x 1 seed
 
 
-def test_a_calibration_is_reused_only_from_the_very_same_attacks(tmp_path):
-    """`--calibration`: the base-model results of an earlier run of the same attacks, with their
-    files, instead of attacking the base model again; any other setting is refused before loading."""
+def test_ring_a_bell_in_the_job_and_a_calibration_reused_only_from_the_very_same_attacks(uce_red, tmp_path):
+    """Ring-A-Bell's prompts, found on the base model, are drawn on the erased model without a second
+    search, its random-words start on the base model. ``--calibration``: the base-model results of
+    an earlier run of the same attacks, with their files, instead of attacking the base model again;
+    any other setting is refused before loading."""
     import json
 
     from erase.cli import main
     from erase.jobs import ConceptJob, run
 
-    for name, anchor in (("uce", "a blue {shape}"), ("uce2", "a green {shape}")):
-        run(ConceptJob(concept="red", method="uce", anchor=anchor, no_score=True, out=tmp_path / name))
+    shutil.copytree(uce_red, tmp_path / "uce")
+    run(
+        ConceptJob(
+            concept="red", method="uce", anchor="a green {shape}", no_score=True, out=tmp_path / "uce2"
+        )
+    )
     common = ["--attack", "plain,ring-a-bell", "--set", "generations=2", "--set", "population=4"]
     common += ["--examples", "2", "--eval-seeds", "2000", "--oracle", "none"]
     assert main(["attack", str(tmp_path / "uce"), *common]) == 0
     first = tmp_path / "uce" / "attack"
+    one = json.loads((first / "attack.json").read_text())["results"]["attacks"]
+    ring = one[1]
+    assert ring["erased"]["found_on"] == "base" and ring["erased"]["prompts"] == ring["base"]["prompts"]
+    assert (first / ring["erased"]["images"]).is_file() and ring["erased"]["success"]["n"] == 12
+    start = ring["base"]["start"]
+    assert len(start["prompts"]) == 12 and start["prompts"] != ring["base"]["prompts"]
+    assert (first / "ring-a-bell" / "base" / "prompts.txt").is_file()
+
     again = ["attack", str(tmp_path / "uce2"), *common, "--calibration", str(first)]
     assert main(again) == 0
-    one = json.loads((first / "attack.json").read_text())["results"]["attacks"]
     two = json.loads((tmp_path / "uce2" / "attack" / "attack.json").read_text())["results"]["attacks"]
     for a, b in zip(one, two):
         assert b["base"]["success"] == a["base"]["success"] and b["base"]["calibration"] == str(first)
         assert (tmp_path / "uce2" / "attack" / b["base"]["images"]).is_file()
         assert "calibration" not in b["erased"]
-    assert two[1]["erased"]["prompts"] == one[1]["base"]["prompts"]  # ring-a-bell: found on the base
+    assert two[1]["erased"]["prompts"] == ring["base"]["prompts"]  # found on the base, reused
     assert main([*again[:-2], "--seed", "1", "--calibration", str(first)]) == 2
 
 

@@ -96,7 +96,8 @@ def test_bad_pipeline_is_one_line_naming_file_and_field(text, message, tmp_path,
 
 
 def test_a_study_run_refers_to_an_earlier_run_by_name(tmp_path):
-    """``lrs_from: run:NAME`` and ``oracle: run:NAME`` are that run's relearning folder in the study."""
+    """``lrs_from: run:NAME`` and ``oracle: run:NAME`` are that run's relearning folder in the study,
+    an attack's ``calibration: run:NAME`` its attack folder."""
     from erase.pipeline import load_pipeline_file, plan
 
     f = tmp_path / "p.yaml"
@@ -109,6 +110,12 @@ def test_a_study_run_refers_to_an_earlier_run_by_name(tmp_path):
     assert job.lrs_from == str(tmp_path / "study" / "sweep" / "relearn")
     assert job.oracle == str(tmp_path / "study" / "calib" / "relearn")
     assert job.run == "erase/toy/oracles/color=red" and job.concept == "red"
+    f.write_text(
+        "name: x\nstages:\n  - use: {run: erase/toy/oracles/color=red}\n"
+        "  - attack: {attack: [plain], calibration: 'run:calib'}\n"
+    )
+    job = dict(plan(load_pipeline_file(f), tmp_path / "study" / "x"))["attack"]
+    assert job.calibration == tmp_path / "study" / "calib" / "attack"
 
 
 def test_missing_pipeline_file(tmp_path, capsys):

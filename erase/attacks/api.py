@@ -87,6 +87,41 @@ def against_control(attack: dict, control: dict, name: str) -> dict:
     return {"control": name, "beats": beats, "why": f"{word} its control {name} ({shown(control)})"}
 
 
+def read(name: str, runs: dict[str, dict], controls: dict[str, tuple[str, dict]]) -> dict:
+    """The verdict of attack ``name`` from its runs (``{"base": found, "erased": found, "oracle":
+    found}``, each with its ``success``): diverged, or the erased model read against the base model,
+    its untrained start and the oracle; then against each control run beside it (``controls``: key ->
+    (control's name, its success on the erased model): its registry control, and ``plain``, no
+    attack at all, which an attack on an erasure that did not erase cannot beat)."""
+    from erase.attacks import get_attack
+
+    v = diverged(runs)
+    if v is not None:
+        return v
+    got = {label: found["success"] for label, found in runs.items()}
+    start = runs.get("base", {}).get("start", {}).get("success")
+    words = getattr(get_attack(name).module, "OUTCOMES", None)
+    v = verdict(got["erased"], got.get("base"), got.get("oracle"), start=start, outcomes=words)
+    for key, (control, success) in controls.items():
+        v[key] = against_control(got["erased"], success, control)
+        v["why"] += f"; {v[key]['why']}"
+    return v
+
+
+def controls_of(name: str, erased: dict[str, dict | None]) -> dict[str, tuple[str, dict]]:
+    """The controls of attack ``name`` among the attacks run beside it (``erased``: each attack's
+    success on the erased model, None where it diverged)."""
+    from erase.attacks import get_attack
+
+    out = {}
+    control = get_attack(name).control
+    if erased.get(control) is not None:
+        out["against_control"] = (control, erased[control])
+    if name != "plain" and erased.get("plain") is not None:
+        out["against_plain"] = ("plain", erased["plain"])
+    return out
+
+
 def diverged(runs: dict[str, dict]) -> dict | None:
     """The outcome of an attack whose run on some model stopped on a non-finite loss: "diverged",
     its own outcome (a rate that blows up says nothing of whether the erasure holds); else None."""
@@ -98,12 +133,29 @@ def diverged(runs: dict[str, dict]) -> dict | None:
 
 
 def verdict(
-    erased: dict, base: dict | None, oracle: dict | None, *, start: dict | None = None, works: float = 0.5
+    erased: dict,
+    base: dict | None,
+    oracle: dict | None,
+    *,
+    start: dict | None = None,
+    works: float = 0.5,
+    outcomes: dict | None = None,
 ) -> dict:
     """The erased model's success read against the base model's (the attack must work there: at
     least ``works`` of its images, and above what its untrained ``start`` draws there) and the
     oracle's (a model that never learned the concept). Intervals are Wilson 95%; "above"/"below"
-    means they do not overlap."""
+    means they do not overlap. ``outcomes`` renames the outcomes (an attack's ``OUTCOMES``); a row
+    that attacks nothing is not read as "hidden, not removed"."""
+    v = _verdict(erased, base, oracle, start, works)
+    if outcomes and v["outcome"] in outcomes:
+        v = {"outcome": outcomes[v["outcome"]], "why": v["why"].removesuffix(HIDDEN)}
+    return v
+
+
+HIDDEN = ": hidden, not removed"
+
+
+def _verdict(erased: dict, base: dict | None, oracle: dict | None, start: dict | None, works: float) -> dict:
     if base is not None and base["hits"] / base["n"] < works:
         return {
             "outcome": "not an attack here",
@@ -121,7 +173,7 @@ def verdict(
     if lo > ohi:
         return {
             "outcome": "circumvented",
-            "why": f"{shown(erased)}, above what it gets from the oracle ({shown(oracle)}): hidden, not removed",
+            "why": f"{shown(erased)}, above what it gets from the oracle ({shown(oracle)}){HIDDEN}",
         }
     if hi < olo:
         return {

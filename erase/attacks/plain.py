@@ -14,7 +14,7 @@ class Config:
 
 
 # The verdict's words for a row that attacks nothing: above the oracle is an erasure that did not
-# remove the concept from its own words.
+# remove the concept from its own words (not a concept hidden from them).
 OUTCOMES = {
     "circumvented": "not erased",
     "held": "erased",

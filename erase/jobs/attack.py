@@ -211,6 +211,8 @@ def _calibration(cfg: AttackJob, base: str, oracle: str | None, target) -> dict:
         "eval seeds": (list(cfg.eval_seeds), old.get("eval_seeds")),
         "eval steps": (cfg.eval_steps, old.get("eval_steps")),
         "judge": (cfg.judge, old.get("judge")),
+        "neutral label": (cfg.neutral, old.get("neutral")),
+        "dtype": (cfg.dtype, old.get("dtype")),
         "concept file": (cfg.concepts, old.get("concepts")),
     }
     for what, (now, then) in mine.items():
@@ -290,23 +292,14 @@ def _attack_one(
 def _results(cfg, target, settings: dict, found: dict, models, meta: dict) -> dict:
     from dataclasses import asdict
 
-    from erase.attacks.api import against_control, diverged, shown, verdict
+    from erase.attacks.api import controls_of, read, shown
     from erase.report.console import markdown_table
 
     rows = []
+    erased = {attack: found[(attack, "erased")]["success"] for attack in settings}
     for attack, acfg in settings.items():
-        got = {label: found.get((attack, label), {}).get("success") for label, _ in models}
-        start = found.get((attack, "base"), {}).get("start", {}).get("success")
-        v = diverged({label: found[(attack, label)] for label, _ in models})
-        v = v or verdict(got["erased"], got.get("base"), got.get("oracle"), start=start)
-        v["outcome"] = getattr(get_attack(attack).module, "OUTCOMES", {}).get(v["outcome"], v["outcome"])
-        control = get_attack(attack).control
-        if control in settings and v["outcome"] != "diverged" and found[(control, "erased")]["success"]:
-            # run beside it: did the search find more than its control?
-            v["against_control"] = against_control(
-                got["erased"], found[(control, "erased")]["success"], control
-            )
-            v["why"] += f"; {v['against_control']['why']}"
+        runs = {label: found[(attack, label)] for label, _ in models}
+        v = read(attack, runs, controls_of(attack, erased))
         rows.append(
             {"attack": attack, "config": asdict(acfg)}
             | {label: found[(attack, label)] for label, _ in models}
