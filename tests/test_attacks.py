@@ -380,19 +380,25 @@ def test_the_attack_job_writes_the_token_images_verdict_and_record_for_each_mode
     assert record["trainable_parameters"] == 64 and "attack examples" in record["prompt_hashes"]
 
 
-def test_the_prompt_attack_s_verdict_is_read_against_its_control(uce_red, tmp_path):
-    """`erase attack --attack prompt,prompt-random` (smoke budget, the erased model only): the words in
-    a file, and the prompt row's verdict says whether it beat its control."""
+def _attack_a_copy(uce_red, tmp_path, attacks: str, *extra: str) -> tuple:
+    """`erase attack` on a copy of the shared erasure with a smoke budget (2 steps, 2 examples, one
+    image seed, no oracle): its output folder and record."""
     import json
 
     from erase.cli import main
 
     shutil.copytree(uce_red, tmp_path / "uce")
-    argv = ["attack", str(tmp_path / "uce"), "--attack", "prompt,prompt-random", "--set", "steps=2"]
-    argv += ["--examples", "2", "--eval-seeds", "2000", "--no-base", "--oracle", "none"]
-    assert main(argv) == 0
+    argv = ["attack", str(tmp_path / "uce"), "--attack", attacks, "--set", "steps=2", "--examples", "2"]
+    assert main([*argv, "--eval-seeds", "2000", "--oracle", "none", *extra]) == 0
     out = tmp_path / "uce" / "attack"
-    record = json.loads((out / "attack.json").read_text())
+    return out, json.loads((out / "attack.json").read_text())
+
+
+def test_the_prompt_attack_s_verdict_is_read_against_its_control(uce_red, tmp_path):
+    """`erase attack --attack prompt,prompt-random` (smoke budget, the erased model only): the words in
+    a file, and the prompt row's verdict says whether it beat its control."""
+
+    out, record = _attack_a_copy(uce_red, tmp_path, "prompt,prompt-random", "--no-base")
     prompt, control = record["results"]["attacks"]
     assert (out / "prompt" / "erased" / "prompt.txt").read_text().strip() == prompt["erased"]["words"]
     want = against_control(prompt["erased"]["success"], control["erased"]["success"], "prompt-random")
@@ -404,16 +410,8 @@ def test_the_prompt_attack_s_verdict_is_read_against_its_control(uce_red, tmp_pa
 def test_the_relearning_attack_in_the_job_draws_with_its_weights_and_writes_none(uce_red, tmp_path):
     """`erase attack --attack relearn` (smoke budget): read like every attack, the relearned weights
     kept in memory, never in the record or the folder."""
-    import json
 
-    from erase.cli import main
-
-    shutil.copytree(uce_red, tmp_path / "uce")
-    argv = ["attack", str(tmp_path / "uce"), "--attack", "relearn,relearn-sgd", "--set", "steps=2"]
-    argv += ["--examples", "2", "--eval-seeds", "2000", "--oracle", "none", "--no-base"]
-    assert main(argv) == 0
-    out = tmp_path / "uce" / "attack"
-    record = json.loads((out / "attack.json").read_text())
+    out, record = _attack_a_copy(uce_red, tmp_path, "relearn,relearn-sgd", "--no-base")
     adam, sgd = record["results"]["attacks"]
     assert (adam["erased"]["optimizer"], adam["erased"]["lr"]) == ("adam", 3e-4)
     assert (sgd["erased"]["optimizer"], sgd["erased"]["lr"]) == ("sgd", 0.03)
@@ -432,16 +430,13 @@ def test_the_audit_gets_a_column_per_attack_that_found_prompts(uce_red, tmp_path
 
     from erase.cli import main
 
-    shutil.copytree(uce_red, tmp_path / "uce")
-    argv = ["attack", str(tmp_path / "uce"), "--attack", "plain,inversion,prompt,relearn", "--set", "steps=2"]
-    argv += ["--examples", "2", "--eval-seeds", "2000", "--no-base", "--oracle", "none"]
-    assert main(argv) == 0
+    _, attacked = _attack_a_copy(uce_red, tmp_path, "plain,inversion,prompt,relearn", "--no-base")
     argv = ["audit", str(tmp_path / "uce"), "--seeds", "2000", "--erased-prompts", "2", "--neighbours", "1"]
     assert main([*argv, "--unrelated", "0", "--steps", "2", "--no-cache"]) == 0
     record = json.loads((tmp_path / "uce" / "audit" / "audit.json").read_text())
     labels = [c["label"] for c in record["config"]["columns"]]
     assert labels == ["base", "erased (uce)", "inversion on erased (<red-inv>)", "prompt on erased"]
-    attack = json.loads((tmp_path / "uce" / "attack" / "attack.json").read_text())["results"]["attacks"]
+    attack = attacked["results"]["attacks"]
     words = attack[2]["erased"]["words"]  # plain, inversion, prompt, relearn
     # every attack is also read against no attack at all, plain, run beside it
     want = against_control(attack[1]["erased"]["success"], attack[0]["erased"]["success"], "plain")
