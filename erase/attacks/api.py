@@ -146,16 +146,15 @@ def verdict(
     oracle's (a model that never learned the concept). Intervals are Wilson 95%; "above"/"below"
     means they do not overlap. ``outcomes`` renames the outcomes (an attack's ``OUTCOMES``); a row
     that attacks nothing is not read as "hidden, not removed"."""
-    v = _verdict(erased, base, oracle, start, works)
+    v = _verdict(erased, base, oracle, start, works, hidden="" if outcomes else ": hidden, not removed")
     if outcomes and v["outcome"] in outcomes:
-        v = {"outcome": outcomes[v["outcome"]], "why": v["why"].removesuffix(HIDDEN)}
+        v["outcome"] = outcomes[v["outcome"]]
     return v
 
 
-HIDDEN = ": hidden, not removed"
-
-
-def _verdict(erased: dict, base: dict | None, oracle: dict | None, start: dict | None, works: float) -> dict:
+def _verdict(
+    erased: dict, base: dict | None, oracle: dict | None, start: dict | None, works: float, *, hidden: str
+) -> dict:
     if base is not None and base["hits"] / base["n"] < works:
         return {
             "outcome": "not an attack here",
@@ -173,7 +172,7 @@ def _verdict(erased: dict, base: dict | None, oracle: dict | None, start: dict |
     if lo > ohi:
         return {
             "outcome": "circumvented",
-            "why": f"{shown(erased)}, above what it gets from the oracle ({shown(oracle)}){HIDDEN}",
+            "why": f"{shown(erased)}, above what it gets from the oracle ({shown(oracle)}){hidden}",
         }
     if hi < olo:
         return {
