@@ -18,6 +18,7 @@ import json
 import platform
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -25,7 +26,7 @@ import yaml
 
 from erase.concepts import load_concepts
 from erase.jobs import ConceptJob, run
-from erase.methods import names
+from erase.methods import get_method, names
 from erase.models import load_judge, load_pipeline
 from erase.score import score_concepts
 from erase.seeds import eval_image_seeds, split_of
@@ -81,12 +82,8 @@ def main():
                 out=folder,
             )
             done = folder / "record.json"
-            if done.is_file() and (folder / "delta.safetensors").is_file():  # kept from a run cut short
-                kept = json.loads(done.read_text())
-                mine = {k: getattr(job, k) for k in ("method", "concept", "anchor", "set", "seed")}
-                if {k: kept["config"].get(k) for k in mine} != mine:
-                    raise SystemExit(f"{folder} holds an edit made with other settings; use another --runs")
-                res = kept["results"]
+            if done.is_file() and (folder / "delta.safetensors").is_file():  # kept from an earlier run
+                res = _kept(json.loads(done.read_text()), job, folder)
             else:
                 res = run(job).results
             after = scores(load_pipeline(f"toy+{folder}", device="cpu"))
@@ -109,6 +106,18 @@ def main():
     if args.out:
         args.out.write_text(json.dumps(record, indent=2) + "\n")
         args.out.with_suffix(".md").write_text(table + "\n")
+
+
+def _kept(kept: dict, job: ConceptJob, folder: Path) -> dict:
+    """The results of an edit already in ``folder``, if it was made as ``job`` would make it now.
+    The method's settings are compared as resolved (defaults, toy settings, overrides), not as
+    written: a default that changed since (ESD's sampling did) must not pass for the same edit."""
+    mine = {k: getattr(job, k) for k in ("method", "concept", "anchor", "seed")}
+    settings = asdict(get_method(job.method).config(job.overrides, toy=True))
+    same = {k: kept["config"].get(k) for k in mine} == mine
+    if not same or json.loads(json.dumps(settings)) != kept["results"].get("config"):
+        raise SystemExit(f"{folder} holds an edit made with other settings; use another --runs")
+    return kept["results"]
 
 
 def _argv(args) -> list[str]:

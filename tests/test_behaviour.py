@@ -23,11 +23,13 @@ from delta_hashes import folder_hashes  # noqa: E402
 
 EXPECTED = json.loads((ROOT / "tests/data/delta_hashes.json").read_text())
 S2 = ["--steps", "2"]
+BANK = ["--set", "sampling=bank"]
 FORGET = ["untrain", "--forget", "toy:color=red:n=8", "--oracle", "none", *S2, "--method"]
 CASES = {
     "concept-uce": ["concept", "red", "--method", "uce", "--no-score"],
-    "concept-esd-x-s2": ["concept", "red", "--method", "esd-x", *S2, "--no-score"],
-    "concept-esd-u-s2": ["concept", "red", "--method", "esd-u", *S2, "--no-score"],
+    # ESD's hashes were recorded with bank sampling, its default then (fresh is now).
+    "concept-esd-x-s2": ["concept", "red", "--method", "esd-x", *S2, *BANK, "--no-score"],
+    "concept-esd-u-s2": ["concept", "red", "--method", "esd-u", *S2, *BANK, "--no-score"],
     "concept-ca-s2": [
         *[
             "concept",
@@ -48,7 +50,7 @@ CASES = {
         for run in sorted({k.split("/")[0] for k in EXPECTED})
         if run.startswith("data-")
     },
-    "concept-esd-x-full": ["concept", "red", "--method", "esd-x", "--no-score"],
+    "concept-esd-x-full": ["concept", "red", "--method", "esd-x", *BANK, "--no-score"],
     "toy-demo": ["run", str(ROOT / "pipelines/toy-demo.yaml")],
 }
 FAST = ["concept-uce"]

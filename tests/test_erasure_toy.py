@@ -3,8 +3,9 @@
 Scores: the toy CLIP on held-out phrasings x evaluation image seeds (``erase.seeds``; the toy
 settings were tuned on 1000-1002), as in the README's erasure table (`python bench/erasure_table.py
 --rows bench/erasure_rows.yaml`, `docs/results/erasure_table.json`). The base model's scores are
-computed once. Rows of that table that no test here asserts (the methods' defaults, and CA on a
-shape, whose claim is over three edit seeds: 12 minutes) are backed by its JSON instead.
+computed once. Rows of that table that no test here asserts (the methods' defaults, and ESD and
+CA on a shape, whose claims are over three edit seeds: 12-20 minutes each) are backed by its JSON
+instead.
 """
 
 import pytest
@@ -77,8 +78,10 @@ def assert_shape_bar(after, base_shapes, base_colors):
         assert after[c] >= base_colors[c] - 0.15, (c, base_colors[c], after[c])
 
 
+# About 8 minutes: ESD's default (fresh) sampling draws a partial trajectory every iteration.
 def test_esd_x_erases_a_colour_and_keeps_the_other_colours(base_colors, toy_judge, toy_book):
-    # Measured on evaluation seeds: red 36/36 -> 1/36, other colours drop at most 0.03.
+    # ESD-x at its defaults (fresh sampling, the toy setting), edit seed 0. Measured on evaluation
+    # seeds: red 36/36 -> 0/36, the other colours unchanged (docs/results/erasure_table.json).
     after = erase("esd-x", "red", toy_book, toy_judge, COLORS)
     assert_colour_bar(after, base_colors)
 
@@ -106,23 +109,3 @@ def test_uce_replacing_a_shape_by_another_removes_it(base_colors, base_shapes, t
     draw some crosses, as its colourless ones draw red."""
     after = erase("uce", "cross", toy_book, toy_judge, COLORS + SHAPES, anchor="a {color} square")
     assert_shape_bar(after, base_shapes, base_colors)
-
-
-# About 4 minutes: 400 ESD iterations and 8 concepts scored.
-def test_esd_x_with_twice_the_steps_and_lr_lowers_a_shape_and_its_anchors_keep_colours(
-    base_colors, base_shapes, toy_judge, toy_book
-):
-    """ESD-x on cross with the default anchors ("a red shape") at 400 iterations and lr 4e-3 (the
-    toy setting, 200 at 2e-3, leaves cross at 0.47). Negative guidance removes everything a prompt
-    names, so erasing "a red cross" against the empty prompt would take red too; the anchors keep
-    the colours.
-
-    What this asserts is what held on every edit seed measured, not the best one: on evaluation
-    seeds cross fell from 33/36 to 6/36, 21/36 and 19/36 with edit seeds 0, 1, 2
-    (`docs/results/esd_sampling_eval.json`, row "bank"), so the shape bar (at most 0.20) is met on
-    seed 0 only and the README says so. Every seed lowered cross by at least 12/36 = 0.33; the bar here is
-    0.25 below the base model, on edit seed 0."""
-    after = erase("esd-x", "cross", toy_book, toy_judge, [*COLORS, "cross"], steps=400, lr=4e-3)
-    assert after["cross"] <= base_shapes["cross"] - 0.25, (base_shapes["cross"], after)
-    for c in COLORS:
-        assert after[c] >= base_colors[c] - 0.15, (c, base_colors[c], after[c])

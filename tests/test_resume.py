@@ -95,7 +95,9 @@ def play(name, folder=None, *, resume=False, kill_at=None, sigterm_at=None):
 
     def count(module, args):
         nonlocal calls
-        if module.training:
+        # The training forward of each step, the one with gradients: ESD's fresh sampling also calls
+        # the UNet inside a step, without them, a varying number of times.
+        if module.training and torch.is_grad_enabled():
             calls += 1
             if calls == kill_at:
                 raise Kill()
