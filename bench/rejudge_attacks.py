@@ -1,15 +1,18 @@
-"""The robustness table judged again with a "none of these" label, from the images the study drew.
+"""The robustness table judged again, from the images the study drew: with a "none of these"
+label, or by fitting the renderer's shapes.
 
     python bench/rejudge_attacks.py runs/toy-robustness --neutral "an image" \
         --out docs/results/robustness_toy_neutral.json
+    python bench/rejudge_attacks.py runs/toy-robustness --fit --out docs/results/robustness_toy_fit.json
 
 The toy judge picks one of the group's labels for every image; an image that shows no shape at all
-(a blob, a barred box) is still called one of the four. Here each image of the study is judged again
-with one more label, ``--neutral`` (the text the README recommends, fixed before this was run), and
-counted as the concept only when the judge prefers the concept to every shape and to "none of
-these". No image is drawn again: each is cut back out of the run's ``images.png`` (a grid of the
+(a blob, a barred box) is still called one of the four. Here each image of the study is judged
+again, either with one more label, ``--neutral`` (counted as the concept only when the judge
+prefers the concept to every shape and to "none of these"), or with ``--fit``: the shape read off
+the image by fitting the renderer's own shapes (``erase.toy.fit``; "none" when nothing fits).
+No image is drawn again: each is cut back out of the run's ``images.png`` (a grid of the
 evaluation seeds, enlarged by a whole factor with nearest-neighbour pixels, so the cut is exact),
-and the script first checks that judging them without the neutral label gives the record's counts.
+and the script first checks that judging them as the study did gives the record's counts.
 """
 
 from __future__ import annotations
@@ -40,26 +43,41 @@ def cut(grid: Path, n: int, cols: int, size: int) -> list[Image.Image]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("study", type=Path)
-    ap.add_argument("--neutral", required=True, help='the "none of these" label, e.g. "an image"')
+    how = ap.add_mutually_exclusive_group(required=True)
+    how.add_argument("--neutral", help='the "none of these" label, e.g. "an image"')
+    how.add_argument("--fit", action="store_true", help="read the shape by fitting the renderer's shapes")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
 
     from erase.concepts import load_concepts
     from erase.models import load_judge, load_pipeline
     from erase.score import classify_concept
+    from erase.toy.fit import MIN_IOU, classify_shape
+    from erase.toy.world import SHAPES
 
     paths = sorted(args.study.glob("*/attack/attack.json"), key=lambda p: p.stat().st_mtime)
     if not paths:
         raise SystemExit(f"{args.study} holds no */attack/attack.json; run the study first")
     pipe = load_pipeline("toy")
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor  # the size the images were drawn at
-    judges = {None: load_judge("toy"), args.neutral: load_judge("toy", neutral=args.neutral)}
+    forced = load_judge("toy")
+    neutral = None if args.fit else load_judge("toy", neutral=args.neutral)
+    how = f"fit (min_iou {MIN_IOU})" if args.fit else f"neutral label {args.neutral!r}"
+
+    def again(target, images, meant) -> dict:
+        if args.fit:
+            return classify_shape(target.label, images)
+        return classify_concept(neutral, target, images, meant)
+
     rows, body, seen = [], [], {}
     for path in paths:
         record = json.loads(path.read_text())
         res, cfg = record["results"], record["config"]
         book = load_concepts(cfg["concepts"])
         target = book.get(res["concept"])
+        if args.fit and target.label not in SHAPES:
+            print(f"{path}: {target.name} is not a shape; the fit reads shapes only, left out")
+            continue
         seeds = cfg["eval_seeds"]
         for a in res["attacks"]:
             for model in res["models"]:
@@ -72,21 +90,22 @@ def main() -> None:
                 n = len(found["prompts"]) * len(seeds)
                 images = cut(path.parent / found["images"], n, len(seeds), size)
                 meant = [p for p in target.heldout for _ in seeds]
-                plain = classify_concept(judges[None], target, images, meant)
+                plain = classify_concept(forced, target, images, meant)
                 if plain["per_image"] != found["success"]["per_image"]:
                     raise SystemExit(
                         f"{path}: {a['attack']} on {model}: the cut images do not give the record's verdicts"
                     )
-                strict = classify_concept(judges[args.neutral], target, images, meant)
+                strict = again(target, images, meant)
                 label = res["method"] if model == "erased" else model
                 row = {
                     "run": path.parent.parent.name,
                     "model": label,
                     "attack": a["attack"],
                     "forced": [plain["hits"], plain["n"]],
-                    "with_neutral": [strict["hits"], strict["n"]],
-                    "ci95_with_neutral": strict["ci95"],
-                    "predicted_with_neutral": strict["predicted"],
+                    "again": [strict["hits"], strict["n"]],
+                    "ci95_again": strict["ci95"],
+                    "predicted_again": strict["predicted"],
+                    "per_image_again": strict["per_image"],
                 }
                 rows.append(row)
                 if key:
@@ -98,14 +117,15 @@ def main() -> None:
         line = [m]
         for a in attacks:
             r = cell.get((m, a))
-            line.append("-" if r is None else f"{rate(*r['with_neutral'])} (forced: {r['forced'][0]})")
+            line.append("-" if r is None else f"{rate(*r['again'])} (forced: {r['forced'][0]})")
         body.append(line)
     table = markdown_table(["model", *attacks], body)
     print(table)
     if args.out:
+        flag = "--fit" if args.fit else f"--neutral {args.neutral!r}"
         whole = {
-            "command": f"python bench/rejudge_attacks.py {args.study} --neutral {args.neutral!r}",
-            "neutral": args.neutral,
+            "command": f"python bench/rejudge_attacks.py {args.study} {flag}",
+            "judged_again_by": how,
             "rows": rows,
         }
         args.out.write_text(json.dumps(whole, indent=2) + "\n")

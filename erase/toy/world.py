@@ -142,6 +142,46 @@ def select(world: World, exclude: Sequence[str] = (), exclude_ids: Iterable[int]
     return kept
 
 
+def shape_outline(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, float]] | None:
+    """The polygon of ``shape`` centred at (cx, cy) with half-size ``r``; None for the circle."""
+    if shape == "circle":
+        return None
+    if shape == "square":
+        h = r * 0.88
+        return [(cx - h, cy - h), (cx + h, cy - h), (cx + h, cy + h), (cx - h, cy + h)]
+    if shape == "triangle":
+        return [(cx, cy - r), (cx + r * 0.95, cy + r * 0.75), (cx - r * 0.95, cy + r * 0.75)]
+    w = r * 0.36
+    return [
+        (cx - w, cy - r),
+        (cx + w, cy - r),
+        (cx + w, cy - w),
+        (cx + r, cy - w),
+        (cx + r, cy + w),
+        (cx + w, cy + w),
+        (cx + w, cy + r),
+        (cx - w, cy + r),
+        (cx - w, cy + w),
+        (cx - r, cy + w),
+        (cx - r, cy - w),
+        (cx - w, cy - w),
+    ]
+
+
+def shape_mask(shape: str, cx: float, cy: float, r: float, big: int, filled: bool = True) -> np.ndarray:
+    """Boolean (big, big) mask of ``shape``: filled, or its outline as the ``outline`` style draws it."""
+    outline = shape_outline(shape, cx, cy, r)
+    mask = Image.new("L", (big, big), 0)
+    draw = ImageDraw.Draw(mask)
+    width = 0 if filled else max(2, round(big * 0.07))
+    kw = {"fill": 255} if filled else {"outline": 255, "width": width}
+    if outline is None:
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], **kw)
+    else:
+        draw.polygon(outline, **kw)
+    return np.asarray(mask) > 127
+
+
 def render_spec(
     color: str, shape: str, style: str, rng: np.random.Generator, size: int = IMAGE_SIZE
 ) -> Image.Image:
@@ -156,44 +196,13 @@ def render_spec(
     cx = big / 2 + rng.uniform(-0.12, 0.12) * big
     cy = big / 2 + rng.uniform(-0.12, 0.12) * big
 
-    if shape == "circle":
-        outline = None
-    elif shape == "square":
-        h = r * 0.88
-        outline = [(cx - h, cy - h), (cx + h, cy - h), (cx + h, cy + h), (cx - h, cy + h)]
-    elif shape == "triangle":
-        outline = [(cx, cy - r), (cx + r * 0.95, cy + r * 0.75), (cx - r * 0.95, cy + r * 0.75)]
-    elif shape == "cross":
-        w = r * 0.36
-        outline = [
-            (cx - w, cy - r),
-            (cx + w, cy - r),
-            (cx + w, cy - w),
-            (cx + r, cy - w),
-            (cx + r, cy + w),
-            (cx + w, cy + w),
-            (cx + w, cy + r),
-            (cx - w, cy + r),
-            (cx - w, cy + w),
-            (cx - r, cy + w),
-            (cx - r, cy - w),
-            (cx - w, cy - w),
-        ]
-    else:
+    if shape not in SHAPES:
         raise EraseError(f"unknown shape {shape!r}; the toy world draws {', '.join(SHAPES)}")
     if style not in STYLES:
         raise EraseError(f"unknown style {style!r}; the toy world draws {', '.join(STYLES)}")
 
     def draw_mask(filled: bool) -> np.ndarray:
-        mask = Image.new("L", (big, big), 0)
-        draw = ImageDraw.Draw(mask)
-        width = 0 if filled else max(2, round(big * 0.07))
-        kw = {"fill": 255} if filled else {"outline": 255, "width": width}
-        if outline is None:
-            draw.ellipse([cx - r, cy - r, cx + r, cy + r], **kw)
-        else:
-            draw.polygon(outline, **kw)
-        return np.asarray(mask) > 127
+        return shape_mask(shape, cx, cy, r, big, filled=filled)
 
     if style == "plain":
         paint = draw_mask(filled=True)
