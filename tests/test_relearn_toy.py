@@ -1,4 +1,4 @@
-"""The relearning attack as a calibrated instrument, on the toy world (default suite, about a minute).
+"""The relearning attack as a calibrated instrument, on the toy world (efficacy tier, about a minute).
 
 The attack is first run on the unlearning oracle (the toy UNet retrained without any cross,
 ``erase/toy/oracles/shape=cross``): a budget in which the oracle does not relearn the cross says
@@ -23,6 +23,7 @@ from erase.relearn import summarize, verdict
 from erase.seeds import EVAL_IMAGE_SEEDS, EVAL_RELEARN_SEEDS
 
 SGD_LR = 0.1  # chosen on tuning seeds, see above
+pytestmark = pytest.mark.efficacy  # a minute: the default suite keeps its six-minute bound
 BUDGET = 30
 
 
