@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from erase.errors import EraseError
 from erase.toy.fit import MIN_IOU, NONE, classify_shape, read
 from erase.toy.world import COLORS, SHAPES, STYLES, World, render_batch, render_spec
 
@@ -60,5 +61,5 @@ def test_classify_shape_counts_like_the_clip_judge_and_refuses_a_colour():
     res = classify_shape("cross", images)
     assert (res["hits"], res["n"], res["per_image"]) == (3, 4, [1, 1, 1, 0])
     assert res["predicted"] == {"cross": 3, NONE: 1} and 0 < res["ci95"][0] < 0.75 < res["ci95"][1] < 1
-    with pytest.raises(ValueError, match="reads shapes only"):
+    with pytest.raises(EraseError, match="reads shapes only"):
         classify_shape("red", images)

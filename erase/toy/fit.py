@@ -21,6 +21,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 
+from erase.errors import EraseError
 from erase.stats import wilson
 from erase.toy.world import IMAGE_SIZE, SHAPES, shape_mask
 
@@ -105,7 +106,7 @@ def classify_shape(shape: str, images: Sequence[Image.Image], min_iou: float = M
     """How many of ``images`` show ``shape`` by fit, as ``erase.score.classify_concept`` counts:
     hits of n with a Wilson interval, what was read instead, and each image's verdict."""
     if shape not in SHAPES:
-        raise ValueError(f"the fit reads shapes only ({', '.join(SHAPES)}), not {shape!r}")
+        raise EraseError(f"the fit reads shapes only ({', '.join(SHAPES)}), not {shape!r}")
     readings = [read(im, min_iou) for im in images]
     hits = [int(r.shape == shape) for r in readings]
     k = sum(hits)
