@@ -36,7 +36,8 @@ import yaml
 from erase.attacks import get_attack
 from erase.attacks.api import from_the_start, success
 from erase.concepts import load_concepts
-from erase.models import load_judge, load_pipeline
+from erase.judges import load_judge
+from erase.models import load_pipeline
 from erase.relearn import generated_examples
 from erase.seeds import split_of
 from erase.specs import parse_seeds

@@ -26,8 +26,9 @@ import yaml
 
 from erase.concepts import load_concepts
 from erase.jobs import ConceptJob, run
+from erase.judges import load_judge
 from erase.methods import get_method, names
-from erase.models import load_judge, load_pipeline
+from erase.models import load_pipeline
 from erase.score import score_concepts
 from erase.seeds import eval_image_seeds, split_of
 from erase.specs import format_seeds, parse_seeds

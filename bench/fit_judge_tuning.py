@@ -35,7 +35,8 @@ def main() -> None:
     torch.set_num_threads(2)
 
     from erase.concepts import load_concepts
-    from erase.models import load_judge, load_pipeline
+    from erase.judges import load_judge
+    from erase.models import load_pipeline
     from erase.score import _classifier, score_concepts
     from erase.seeds import split_of
     from erase.specs import parse_seeds

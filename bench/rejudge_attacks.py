@@ -1,18 +1,19 @@
-"""The robustness table judged again, from the images the study drew: with a "none of these"
-label, or by fitting the renderer's shapes.
+"""An attack study judged again by another judge, from the images the study drew.
 
-    python bench/rejudge_attacks.py runs/toy-robustness --neutral "an image" \
+    python bench/rejudge_attacks.py runs/toy-robustness --judge toy \
+        --out docs/results/robustness_toy_clip.json
+    python bench/rejudge_attacks.py runs/toy-robustness --judge toy --neutral "an image" \
         --out docs/results/robustness_toy_neutral.json
-    python bench/rejudge_attacks.py runs/toy-robustness --fit --out docs/results/robustness_toy_fit.json
+    python bench/rejudge_attacks.py runs/toy-attacks --fit --out docs/results/attacks_toy_fit.json
 
-The toy judge picks one of the group's labels for every image; an image that shows no shape at all
-(a blob, a barred box) is still called one of the four. Here each image of the study is judged
-again, either with one more label, ``--neutral`` (counted as the concept only when the judge
-prefers the concept to every shape and to "none of these"), or with ``--fit``: the shape read off
-the image by fitting the renderer's own shapes (``erase.toy.fit``; "none" when nothing fits).
-No image is drawn again: each is cut back out of the run's ``images.png`` (a grid of the
-evaluation seeds, enlarged by a whole factor with nearest-neighbour pixels, so the cut is exact),
-and the script first checks that judging them as the study did gives the record's counts.
+The toy CLIP judge picks one of the group's labels for every image; an image that shows no shape at
+all (a blob, a barred box) is still called one of the four. The fit judge (``toy-fit``) reads the
+shape off the image by fitting the renderer's own shapes and says "none" when nothing fits; a CLIP
+judge with ``--neutral`` has one more label for "none of these". Here each image of a study is
+judged again by ``--judge`` (``--fit`` is ``--judge toy-fit``). No image is drawn again: each is
+cut back out of the run's ``images.png`` (a grid of the evaluation seeds, enlarged by a whole factor
+with nearest-neighbour pixels, so the cut is exact), and the script first checks that judging them
+as the study did (its records' judge) gives the records' counts.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from erase.errors import EraseError
 from erase.report.console import markdown_table
 from erase.stats import rate
 
@@ -44,30 +46,28 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("study", type=Path)
     how = ap.add_mutually_exclusive_group(required=True)
-    how.add_argument("--neutral", help='the "none of these" label, e.g. "an image"')
-    how.add_argument("--fit", action="store_true", help="read the shape by fitting the renderer's shapes")
+    how.add_argument("--judge", help="the judge that reads the images again: toy, toy-fit, ...")
+    how.add_argument("--fit", action="store_true", help="the same as --judge toy-fit")
+    ap.add_argument("--neutral", help='a "none of these" label for a CLIP judge, e.g. "an image"')
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
+    spec = "toy-fit" if args.fit else args.judge
 
     from erase.concepts import load_concepts
-    from erase.models import load_judge, load_pipeline
+    from erase.judges import check_judge, load_judge
+    from erase.models import load_pipeline
     from erase.score import classify_concept
-    from erase.toy.fit import MIN_IOU, classify_shape
-    from erase.toy.world import SHAPES
+    from erase.toy.fit import MIN_IOU
 
     paths = sorted(args.study.glob("*/attack/attack.json"), key=lambda p: p.stat().st_mtime)
     if not paths:
         raise SystemExit(f"{args.study} holds no */attack/attack.json; run the study first")
     pipe = load_pipeline("toy")
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor  # the size the images were drawn at
-    forced = load_judge("toy")
-    neutral = None if args.fit else load_judge("toy", neutral=args.neutral)
-    how = f"fit (min_iou {MIN_IOU})" if args.fit else f"neutral label {args.neutral!r}"
-
-    def again(target, images, meant) -> dict:
-        if args.fit:
-            return classify_shape(target.label, images)
-        return classify_concept(neutral, target, images, meant)
+    second = load_judge(spec, neutral=args.neutral)
+    how = f"{spec}" + (f" (min_iou {MIN_IOU})" if spec == "toy-fit" else "")
+    how += f", neutral label {args.neutral!r}" if args.neutral else ""
+    first: dict = {}  # the study's own judges, by (spec, neutral)
 
     rows, body, seen = [], [], {}
     for path in paths:
@@ -75,9 +75,14 @@ def main() -> None:
         res, cfg = record["results"], record["config"]
         book = load_concepts(cfg["concepts"])
         target = book.get(res["concept"])
-        if args.fit and target.label not in SHAPES:
-            print(f"{path}: {target.name} is not a shape; the fit reads shapes only, left out")
+        try:
+            check_judge(second.spec, groups=[target.group])
+        except EraseError as e:
+            print(f"{path}: {e}; left out")
             continue
+        own = (cfg["judge"], cfg.get("neutral"))
+        if own not in first:
+            first[own] = load_judge(own[0], neutral=own[1])
         seeds = cfg["eval_seeds"]
         for a in res["attacks"]:
             for model in res["models"]:
@@ -90,18 +95,19 @@ def main() -> None:
                 n = len(found["prompts"]) * len(seeds)
                 images = cut(path.parent / found["images"], n, len(seeds), size)
                 meant = [p for p in target.heldout for _ in seeds]
-                plain = classify_concept(forced, target, images, meant)
+                plain = classify_concept(first[own], target, images, meant)
                 if plain["per_image"] != found["success"]["per_image"]:
                     raise SystemExit(
                         f"{path}: {a['attack']} on {model}: the cut images do not give the record's verdicts"
                     )
-                strict = again(target, images, meant)
+                strict = classify_concept(second, target, images, meant)
                 label = res["method"] if model == "erased" else model
                 row = {
                     "run": path.parent.parent.name,
                     "model": label,
                     "attack": a["attack"],
-                    "forced": [plain["hits"], plain["n"]],
+                    "judge": own[0],
+                    "study": [plain["hits"], plain["n"]],
                     "again": [strict["hits"], strict["n"]],
                     "ci95_again": strict["ci95"],
                     "predicted_again": strict["predicted"],
@@ -117,12 +123,13 @@ def main() -> None:
         line = [m]
         for a in attacks:
             r = cell.get((m, a))
-            line.append("-" if r is None else f"{rate(*r['again'])} (forced: {r['forced'][0]})")
+            line.append("-" if r is None else f"{rate(*r['again'])} ({r['judge']}: {r['study'][0]})")
         body.append(line)
     table = markdown_table(["model", *attacks], body)
     print(table)
     if args.out:
-        flag = "--fit" if args.fit else f"--neutral {args.neutral!r}"
+        flag = "--fit" if args.fit else f"--judge {spec}"
+        flag += f" --neutral {args.neutral!r}" if args.neutral else ""
         whole = {
             "command": f"python bench/rejudge_attacks.py {args.study} {flag}",
             "judged_again_by": how,

@@ -22,9 +22,10 @@ import torch
 from erase.concepts import load_concepts
 from erase.data import resolve_sets, toy_ids
 from erase.errors import EraseError
+from erase.judges import load_judge
 from erase.methods import REGISTRY, names
 from erase.methods.base import EraseInputs
-from erase.models import load_judge, load_pipeline
+from erase.models import load_pipeline
 from erase.recipes.oracle import forget_oracle
 from erase.score import score_concepts
 from erase.seeds import EVAL_IMAGE_SEEDS, split_of

@@ -4,8 +4,8 @@ Rows are prompts: the erased concept's held-out phrasings (it should be gone), i
 rest of its group: they should stay) and unrelated prompts from another group (they should stay).
 Columns are models; inside a column each seed is one image, and every column uses the same seeds,
 so a cell differs from its neighbour only by the weights. Each image carries the judge's verdict:
-the label it sees for the row's group, its probability, and a mark saying whether that is the
-concept the prompt asked for.
+the label it sees for the row's group, how sure it is (a CLIP judge's probability, the toy-fit's
+fit), and a mark saying whether that is the concept the prompt asked for.
 
 Only one UNet is held: columns are deltas applied to the loaded base and taken off again. Images
 are cached on disk by (model fingerprint, prompt, seed, sampling settings), so a second audit of the
@@ -187,14 +187,14 @@ def audit(
     from tqdm.auto import tqdm
 
     from erase.delta import sha256_of
-    from erase.score import ZeroShotClassifier
 
     if not rows:
         raise EraseError("the audit has no prompts; check the concept file's held-out prompts")
     if not columns:
         raise EraseError("the audit has no models to compare")
+    for group in {r.concept.group.name: r.concept.group for r in rows}.values():
+        judge.check_group(group)  # before any image is drawn
     seeds = list(seeds)
-    classifiers: dict[str, ZeroShotClassifier] = {}
     cells, images, drawn = [], {}, 0
     prompts = list(dict.fromkeys(r.prompt for r in rows))
     for j, col in enumerate(tqdm(columns, desc="audit", disable=not progress)):
@@ -218,15 +218,10 @@ def audit(
         by_prompt = {p: ims[k * len(seeds) : (k + 1) * len(seeds)] for k, p in enumerate(prompts)}
         for i, row in enumerate(rows):
             group = row.concept.group
-            if group.name not in classifiers:
-                classifiers[group.name] = ZeroShotClassifier.build(
-                    judge.model, judge.tokenizer, group, judge.preprocess, judge.device, judge.neutral
-                )
-            clf = classifiers[group.name]
-            probs = clf.probs(by_prompt[row.prompt])
+            v = judge.verdicts(group, by_prompt[row.prompt])
             images[(i, j)] = by_prompt[row.prompt]
-            for s, pr in zip(seeds, probs):
-                k = int(pr.argmax())
+            at = group.labels.index(row.concept.label)
+            for s, said, sure, strength in zip(seeds, v.predicted, v.confidence, v.strength):
                 cells.append(
                     {
                         "row": i,
@@ -236,10 +231,11 @@ def audit(
                         "concept": row.concept.name,
                         "model": col.label,
                         "seed": s,
-                        "predicted": clf.labels[k],
-                        "confidence": round(float(pr[k]), 3),
-                        "p_concept": round(float(pr[group.labels.index(row.concept.label)]), 3),
-                        "present": clf.labels[k] == row.concept.label,
+                        "predicted": said,
+                        "confidence": round(float(sure), 3),
+                        # CLIP: the concept's probability; toy-fit: its fit.
+                        "p_concept": round(float(strength[at]), 3),
+                        "present": said == row.concept.label,
                     }
                 )
     total = len(prompts) * len(seeds) * len(columns)

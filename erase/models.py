@@ -1,8 +1,7 @@
-"""Loading: a Stable Diffusion pipeline from a model spec, and a CLIP judge for scoring.
+"""Loading: a Stable Diffusion pipeline from a model spec (judges are loaded by ``erase.judges``).
 
 Model specs: ``toy`` (the bundled toy world), a local diffusers folder, or a hub id such as
-``CompVis/stable-diffusion-v1-4``. Judge specs: ``toy``, an open_clip ``NAME:PRETRAINED`` such as
-``ViT-L-14:openai``, or a local folder with ``open_clip_config.json`` and a safetensors checkpoint.
+``CompVis/stable-diffusion-v1-4``.
 """
 
 from __future__ import annotations
@@ -11,9 +10,7 @@ import hashlib
 import json
 import re
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -251,97 +248,3 @@ def _load_base(spec: str, *, device: str | None, dtype: str | None, allow_pickle
         )
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(dev)
-
-
-# CLIP judges --------------------------------------------------------------------------------------
-@dataclass
-class Judge:
-    """A CLIP model for scoring, with its tokenizer and image preprocessing."""
-
-    spec: str
-    model: Any
-    tokenizer: Any
-    preprocess: Any
-    device: torch.device
-    # A label for "none of the group" in every zero-shot classifier of this judge (``erase.score``).
-    neutral: str | None = None
-
-
-def load_toy_clip(folder: Path):
-    """The toy OpenCLIP: model, preprocess, and the project's tokenizer (not CLIP's default BPE)."""
-    import open_clip
-
-    from erase.toy.tokenizer import open_clip_tokenizer
-
-    folder = Path(folder)
-    if not (folder / "open_clip_model.safetensors").is_file():
-        raise EraseError(f"toy CLIP folder {folder} has no open_clip_model.safetensors")
-    # local-dir: loads the folder's own checkpoint, preferring safetensors over any pickle.
-    model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{folder}")
-    return model.eval(), preprocess, open_clip_tokenizer(folder / "bpe_vocab.txt.gz")
-
-
-def check_judge_spec(spec: str) -> str:
-    """Refuse a judge spec that cannot work, before anything is loaded."""
-    spec = spec.strip()
-    if not spec:
-        raise EraseError("the judge spec is empty; use toy, NAME:PRETRAINED, or a folder")
-    if spec == "toy" or Path(spec).expanduser().is_dir():
-        return spec
-    if ":" in spec:
-        import open_clip
-
-        name = spec.split(":", 1)[0]
-        if name not in open_clip.list_models():
-            raise EraseError(f"judge {spec}: open_clip has no model {name!r}; see open_clip.list_models()")
-        return spec
-    raise EraseError(
-        f"judge {spec!r} is not toy, NAME:PRETRAINED (e.g. ViT-L-14:openai) or an open_clip folder"
-    )
-
-
-def load_judge(spec: str = "toy", *, device: str | None = None, neutral: str | None = None) -> Judge:
-    """``toy``, ``NAME:PRETRAINED`` (open_clip), or a folder with open_clip_config.json; ``neutral``
-    adds a "none of these" label to its classifiers."""
-    import open_clip
-
-    dev, _ = pick_device(device, "fp32")
-    spec = check_judge_spec(spec)
-    if spec == "toy":
-        folder = WEIGHTS / "clip"
-        if not (folder / "open_clip_config.json").is_file():
-            raise EraseError(f"the bundled toy CLIP is missing from {folder}; reinstall erase")
-        model, preprocess, tok = load_toy_clip(folder)
-    elif Path(spec).expanduser().is_dir():
-        folder = Path(spec).expanduser()
-        if not (folder / "open_clip_config.json").is_file():
-            raise EraseError(f"judge folder {spec} has no open_clip_config.json; pass an open_clip folder")
-        weights = sorted(folder.glob("*.safetensors"))
-        if not weights:
-            raise EraseError(
-                f"judge folder {spec} has no .safetensors weights; convert the checkpoint "
-                "to safetensors (erase never unpickles a checkpoint silently)"
-            )
-        if (folder / "bpe_vocab.txt.gz").is_file():  # a toy-style judge with its own vocabulary
-            model, preprocess, tok = load_toy_clip(folder)
-        else:
-            model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{folder}")
-            tok = open_clip.get_tokenizer(f"local-dir:{folder}")
-    elif ":" in spec:
-        name, pretrained = spec.split(":", 1)
-        if name not in open_clip.list_models():
-            raise EraseError(f"judge {spec}: open_clip has no model {name!r}; see open_clip.list_models()")
-        try:
-            model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained)
-        except Exception as e:
-            msg = str(e).splitlines()[0] if str(e) else e.__class__.__name__
-            raise EraseError(
-                f"could not load judge {spec} ({msg}); with no network, use a cached "
-                "checkpoint or a local folder"
-            ) from None
-        tok = open_clip.get_tokenizer(name)
-    else:
-        raise EraseError(
-            f"judge {spec!r} is not toy, NAME:PRETRAINED (e.g. ViT-L-14:openai) or an open_clip folder"
-        )
-    return Judge(spec, model.eval().to(dev), tok, preprocess, dev, neutral)

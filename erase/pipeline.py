@@ -353,8 +353,8 @@ def plan(p: Pipeline, out: Path) -> list[tuple[str, JobConfig | None]]:
 def _check_names(p: Pipeline, steps) -> None:
     """Names the stages refer to exist: the concept file, its concepts, the methods and their settings."""
     from erase.concepts import load_concepts
+    from erase.judges import check_judge
     from erase.methods import get_method
-    from erase.models import check_judge_spec
 
     path = p.path
     try:
@@ -362,11 +362,14 @@ def _check_names(p: Pipeline, steps) -> None:
     except EraseError as e:
         raise EraseError(f"{path}: concepts: {e}") from None
     try:
-        check_judge_spec(p.head.judge)
+        check_judge(p.head.judge)
     except EraseError as e:
         raise EraseError(f"{path}: judge: {e}") from None
 
+    named = []  # every concept a stage names: the judge must read their groups
+
     def concept(name: str, field: str, value: str) -> None:
+        named.append(value)
         if value not in book.concepts:
             raise EraseError(
                 f"{path}: stages[{p.names.index(name)}].{name}.{field}: {value!r} is not in {book.path}; "
@@ -393,6 +396,10 @@ def _check_names(p: Pipeline, steps) -> None:
                 concept(name, "concepts", c)
         if name == "relearn" and cfg.data is not None and not cfg.data.is_dir():
             raise EraseError(f"{at}.data: folder {cfg.data} does not exist")
+    try:
+        check_judge(p.head.judge, groups=[book.get(c).group for c in dict.fromkeys(named)])
+    except EraseError as e:
+        raise EraseError(f"{path}: judge: {e}") from None
 
 
 # Running ---------------------------------------------------------------------------------------------

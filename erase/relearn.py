@@ -188,7 +188,8 @@ def relearn(
 
 
 class Evaluator:
-    """Accuracy of the erased concept and its neighbours, on held-out prompts and seeds.
+    """Accuracy of the erased concept and its neighbours, on held-out prompts and seeds, as the
+    judge (``erase.judges``) reads them.
 
     The erased concept gets many images per point (``seeds`` x its held-out prompts; 24 were too
     noisy to read a curve from, so aim for 64 or more); the others, whose damage is a side result,
@@ -214,7 +215,6 @@ class Evaluator:
         self.pipe, self.judge, self.steps, self.guidance = pipe, judge, steps, guidance
         self.plan = [(target, list(seeds))] + [(c, list(other_seeds or seeds)) for c in others]
         self.others_at = others_at
-        self.classifiers: dict = {}
 
     @property
     def images_per_point(self) -> dict[str, int]:
@@ -239,7 +239,7 @@ class Evaluator:
             return None
         s = scores.get("settings", {})
         same = {"steps": self.steps, "guidance": self.guidance, "judge": self.judge.spec}
-        same["neutral"] = getattr(self.judge, "neutral", None)
+        same["neutral"] = self.judge.none
         if any(s.get(k) != v for k, v in same.items()):
             return None
         col = {seed: i for i, seed in enumerate(s.get("seeds", []))}  # per_image is prompt-major
@@ -278,9 +278,7 @@ class Evaluator:
                 progress=False,
                 split=True,
             )
-            res = classify_concept(
-                self.judge, concept, images, [p for p in prompts for _ in seeds], self.classifiers
-            )
+            res = classify_concept(self.judge, concept, images, [p for p in prompts for _ in seeds])
             point["accuracy"][concept.name] = res["accuracy"]
             point["ci95"][concept.name] = res["ci95"]
             point["hits"][concept.name] = res["hits"]

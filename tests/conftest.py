@@ -25,7 +25,7 @@ def toy_pipe():
 
 @pytest.fixture(scope="session")
 def toy_judge():
-    from erase.models import load_judge
+    from erase.judges import load_judge
 
     return load_judge("toy", device="cpu")
 

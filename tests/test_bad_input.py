@@ -58,6 +58,10 @@ def good_delta(tmp: Path) -> None:
     _delta(tmp / "ok.safetensors")
 
 
+def cross_delta(tmp: Path) -> None:
+    _delta(tmp / "cross.safetensors", concepts={"erase": "cross"})
+
+
 def _images(folder: Path, captions: bool = True) -> None:
     folder.mkdir()
     for k, colour in enumerate(["red", "blue"]):
@@ -198,6 +202,18 @@ CASES: list[tuple[str, list[str], tuple[str, ...], Callable | None]] = [
         "score-unknown-judge",
         ["score", "--concept", "red", "--judge", "bogus", *OUT],
         ("bogus", "e.g. ViT-L-14"),
+        None,
+    ),
+    (
+        "score-a-colour-by-the-shape-judge",
+        ["score", "--concept", "red", "--judge", "toy-fit", *OUT],
+        ("toy-fit", "shapes only", "--judge toy"),
+        None,
+    ),
+    (
+        "score-shape-judge-given-a-neutral-label",
+        ["score", "--concept", "cross", "--judge", "toy-fit", "--neutral", "an image", *OUT],
+        ("toy-fit", "leave out the neutral label"),
         None,
     ),
     (
@@ -395,6 +411,18 @@ CASES: list[tuple[str, list[str], tuple[str, ...], Callable | None]] = [
         data_level_delta,
     ),
     ("attack-missing-run", ["attack", "{tmp}/no-run", *OUT], ("no-run", "pass a delta file"), None),
+    (
+        "attack-a-colour-by-the-shape-judge",
+        ["attack", "{tmp}/ok.safetensors", "--judge", "toy-fit", *OUT],
+        ("toy-fit", "not color (red"),
+        good_delta,
+    ),
+    (
+        "audit-unrelated-rows-the-judge-cannot-read",
+        ["audit", "{tmp}/cross.safetensors", "--judge", "toy-fit", *OUT],
+        ("toy-fit", "--unrelated 0"),
+        cross_delta,
+    ),
     (
         "audit-data-level-run-without-concept",
         ["audit", "{tmp}/ga.safetensors", *OUT],

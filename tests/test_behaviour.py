@@ -2,8 +2,10 @@
 layer (main at 676453d) and the tensors of what they wrote are hashed in tests/data/delta_hashes.json.
 Every method, the relearning attack's saved weights and the README's demo pipeline are covered.
 
-Hashes are of CPU float32 results on this project's machine kind (2 cores); another BLAS may differ
-in the last bit, which is why these compare against a recorded run rather than across machines.
+Hashes are of CPU float32 results, and another processor differs in the last bits, so they are kept
+per machine kind (``delta_hashes.machine_kind``): each kind's were recorded by code whose results
+matched a kind recorded before it. A run must match its own kind's hashes; on a kind not recorded yet
+it must match one recorded kind's, else the test is skipped with the command that records it.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from erase.methods import names
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
-from delta_hashes import folder_hashes  # noqa: E402
+from delta_hashes import folder_hashes, machine_kind  # noqa: E402
 
-EXPECTED = json.loads((ROOT / "tests/data/delta_hashes.json").read_text())
+KINDS = json.loads((ROOT / "tests/data/delta_hashes.json").read_text())["kinds"]
+EXPECTED = next(iter(KINDS.values()))["hashes"]  # the cases: every kind records the same ones
 S2 = ["--steps", "2"]
 BANK = ["--set", "sampling=bank"]
 FORGET = ["untrain", "--forget", "toy:color=red:n=8", "--oracle", "none", *S2, "--method"]
@@ -67,9 +70,20 @@ EFFICACY = [
 def _check(name: str, tmp_path: Path) -> None:
     out = tmp_path / name
     assert main([*CASES[name], "--out", str(out)]) == 0
-    want = {k.split("/", 1)[1]: v for k, v in EXPECTED.items() if k.split("/", 1)[0] == name}
-    assert want, f"no recorded hash for {name}"
-    assert folder_hashes(out) == want
+    got = folder_hashes(out)
+    wants = {
+        kind: {k.split("/", 1)[1]: v for k, v in rec["hashes"].items() if k.split("/", 1)[0] == name}
+        for kind, rec in KINDS.items()
+    }
+    assert all(wants.values()), f"no recorded hash for {name}"
+    kind = machine_kind()
+    if kind in wants:
+        assert got == wants[kind]
+    elif got not in wants.values():
+        pytest.skip(
+            f"no hashes recorded for this machine ({kind}) and none of the recorded kinds' match: "
+            "record them with code checked on a recorded kind (bench/delta_hashes.py)"
+        )
 
 
 @pytest.mark.parametrize("name", FAST)

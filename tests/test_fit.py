@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from erase.concepts import load_concepts
 from erase.errors import EraseError
-from erase.toy.fit import MIN_IOU, NONE, classify_shape, read
+from erase.judges import check_judge, load_judge
+from erase.score import classify_concept
+from erase.toy.fit import MIN_IOU, NONE, read
 from erase.toy.world import COLORS, SHAPES, STYLES, World, render_batch, render_spec
 
 
@@ -55,11 +58,35 @@ def test_what_is_no_shape_of_the_world_is_read_as_none(image):
     assert read(image).shape == NONE
 
 
-def test_classify_shape_counts_like_the_clip_judge_and_refuses_a_colour():
+def test_the_toy_fit_judge_counts_like_the_clip_judge_and_refuses_a_colour():
+    book = load_concepts("toy")
+    judge = load_judge("toy-fit")
     rng = np.random.default_rng(0)
     images = [render_spec("red", "cross", "plain", rng) for _ in range(3)] + [_canvas([4, 14, 27, 17])]
-    res = classify_shape("cross", images)
+    res = classify_concept(judge, book.get("cross"), images, ["a cross"] * 4)
     assert (res["hits"], res["n"], res["per_image"]) == (3, 4, [1, 1, 1, 0])
     assert res["predicted"] == {"cross": 3, NONE: 1} and 0 < res["ci95"][0] < 0.75 < res["ci95"][1] < 1
-    with pytest.raises(EraseError, match="reads shapes only"):
-        classify_shape("red", images)
+    assert res["clip_score"] is None and res["neutral"] == NONE
+    with pytest.raises(EraseError, match="reads the toy world's shapes only"):
+        classify_concept(judge, book.get("red"), images, ["a red shape"] * 4)
+    with pytest.raises(EraseError, match=r"reads the toy world's shapes only.*--judge toy"):
+        check_judge("toy-fit", groups=[book.get("red").group])  # before anything is loaded
+    with pytest.raises(EraseError, match="says 'none' by itself"):
+        check_judge("toy-fit", neutral="an image")
+
+
+def test_erase_score_with_the_toy_fit_judge_records_its_readings(tmp_path):
+    from erase.jobs import ScoreJob, run
+
+    out = tmp_path / "score"
+    res = run(
+        ScoreJob(concept="cross", against=("circle",), judge="toy-fit", seeds=(2000,), steps=6, out=out)
+    )
+    record = res.record
+    settings, concepts = record["results"]["settings"], record["results"]["concepts"]
+    assert settings["judge"] == "toy-fit" and settings["neutral"] == NONE
+    for name in ("cross", "circle"):
+        r = concepts[name]
+        assert r["clip_score"] is None and sum(r["predicted"].values()) == r["n"] == len(r["per_image"])
+        assert r["hits"] == sum(r["per_image"]) == r["predicted"].get(name, 0)
+        assert set(r["predicted"]) <= {*SHAPES, NONE}

@@ -6,7 +6,8 @@ import torch
 
 from erase.errors import EraseError
 from erase.generate import generate
-from erase.models import load_judge, load_pipeline, pick_device
+from erase.judges import load_judge
+from erase.models import load_pipeline, pick_device
 from tests import tiny
 
 
@@ -131,7 +132,7 @@ def test_hub_ids_ask_for_safetensors_only(monkeypatch):
 def test_judge_specs(tmp_path):
     judge = load_judge("toy", device="cpu")
     assert judge.tokenizer(["a red circle"]).shape[1] == 16
-    with pytest.raises(EraseError, match="not toy, NAME:PRETRAINED"):
+    with pytest.raises(EraseError, match="is not toy, toy-fit, an open_clip NAME:PRETRAINED"):
         load_judge("nonsense")
     with pytest.raises(EraseError, match="no model 'NoSuchNet'"):
         load_judge("NoSuchNet:openai")

@@ -549,7 +549,7 @@ def test_a_point_is_read_from_scores_that_cover_it_and_only_then(toy_book):
     from erase.stats import wilson
 
     red, green = toy_book.get("red"), toy_book.get("green")
-    judge = SimpleNamespace(spec="toy", neutral=None)
+    judge = SimpleNamespace(spec="toy", none=None)
     ev = Evaluator(None, judge, red, [green], seeds=[1000, 1001], other_seeds=[1001], steps=2)
     n_red, n_green = 2 * len(red.heldout), len(green.heldout)
     # red: every image a hit but the first prompt's two; green: a hit under seed 1001 only.

@@ -72,14 +72,14 @@ def test_prompt_files(tmp_path):
 def test_a_neutral_label_takes_what_shows_no_colour_and_leaves_a_red_red(toy_judge, toy_book):
     """Without it a noise image is forced into some colour (8 of 8 'green' on this judge); with
     'an image' as the neutral label the noise goes there, and clear reds stay red."""
-    from dataclasses import replace
-
     from PIL import Image
+
+    from erase.judges import load_judge
 
     rng = np.random.default_rng(5)
     reds = [render_spec("red", "circle", "plain", rng) for _ in range(16)]
     noise = [Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)) for _ in range(8)]
-    red, neutral = toy_book.get("red"), replace(toy_judge, neutral="an image")
+    red, neutral = toy_book.get("red"), load_judge("toy", device="cpu", neutral="an image")
     forced = classify_concept(toy_judge, red, noise, ["a red circle"] * 8)
     assert "an image" not in forced["predicted"] and sum(forced["predicted"].values()) == 8
     kept = classify_concept(neutral, red, noise, ["a red circle"] * 8)

@@ -157,6 +157,7 @@ def run(cfg: AuditJob) -> JobResult:
     rows = audit_rows(
         book, target, n_erased=cfg.erased_prompts, n_neighbours=cfg.neighbours, n_unrelated=cfg.unrelated
     )
+    _check_judge(cfg, rows)
     out = cfg.out_dir("audit", target.name, run_dir / "audit" if run_dir.is_dir() else None)
     rec = start_record(
         cfg,
@@ -208,3 +209,13 @@ def run(cfg: AuditJob) -> JobResult:
     print(presence(counts, [c.label for c in cols], len(seeds)))
     print(f"grid and record: {out} ({result['drawn']} images drawn, {result['cached']} from the cache)")
     return JobResult(out, record)
+
+
+def _check_judge(cfg: AuditJob, rows) -> None:
+    """The judge reads every row's group; a judge that reads only the concept's own group (the
+    toy-fit reads shapes) is told how to leave the other groups out."""
+    cfg.check_judge([r.concept for r in rows if r.role != "unrelated"])
+    try:
+        cfg.check_judge([r.concept for r in rows if r.role == "unrelated"])
+    except EraseError as e:
+        raise EraseError(f"{e}, or leave out the unrelated rows with --unrelated 0") from None

@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Literal
 
 from erase import specs
 from erase.errors import EraseError
+from erase.judges import SPECS as JUDGE_HELP
 
 DEFAULT_CHECKPOINT_EVERY = 50  # steps between checkpoints of a resumable job
 
@@ -258,7 +259,7 @@ class ModelOptions(JobConfig):
         )
 
     def load_judge(self, spec: str):
-        from erase.models import load_judge
+        from erase.judges import load_judge
 
         return load_judge(spec, device=self.device, neutral=getattr(self, "neutral", None))
 
@@ -296,10 +297,10 @@ class ResumeOptions(JobConfig):
 @dataclass(frozen=True, kw_only=True)
 class JudgeOptions(JobConfig):
     concepts: str = option("toy", "concept file: a name under prompts/ or a YAML path")
-    judge: str = option("toy", "toy, an open_clip NAME:PRETRAINED, or a folder")
+    judge: str = option("toy", JUDGE_HELP)
     neutral: str | None = option(
         None,
-        "a 'none of these' label for the judge's zero-shot classifier (e.g. 'nothing' or 'an image'): "
+        "a 'none of these' label for a CLIP judge's zero-shot classifier (e.g. 'nothing' or 'an image'): "
         "an image that shows no concept of the group is counted as neutral, not forced into one",
     )
 
@@ -313,19 +314,22 @@ class JudgeOptions(JobConfig):
         set (a field of the job), else the one the edit at ``where`` (its ``meta``) erased."""
         from erase.delta import concept_of
 
-        self.check_judge()
         book = self.book()
         name = getattr(self, "concept", None) or concept_of(meta)
         if not name:
             raise EraseError(f"{where} names no erased concept (a data-level run?); pass --concept NAME")
-        return book, book.get(name)
+        target = book.get(name)
+        self.check_judge([target])
+        return book, target
 
-    def check_judge(self) -> None:
-        from erase.models import check_judge_spec
+    def check_judge(self, concepts=()) -> None:
+        """The judge spec, and that the judge can read every concept in ``concepts`` (those it will
+        be asked about), before anything is loaded."""
+        from erase.judges import check_judge
 
-        check_judge_spec(self.judge)
         if self.neutral is not None and not self.neutral.strip():
             raise FieldError("neutral", "is empty; pass a label such as 'nothing', or leave it out")
+        check_judge(self.judge, groups=[c.group for c in concepts], neutral=self.neutral)
 
 
 @dataclass(frozen=True, kw_only=True)

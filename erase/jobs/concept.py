@@ -65,8 +65,6 @@ def run(cfg: ConceptJob) -> JobResult:
     from erase.unlearn import concept_inputs, run_method, write_delta
 
     # 1. Check inputs before loading anything.
-    if not cfg.no_score:
-        cfg.check_judge()
     book = cfg.book()
     target = book.get(cfg.concept)
     method = get_method(cfg.method, "unlearning")
@@ -79,6 +77,8 @@ def run(cfg: ConceptJob) -> JobResult:
             f"concept {target.name!r} is both erased and in --preserve; remove it from --preserve"
         )
     watched = [book.get(c) for c in cfg.watch if c not in {target.name, *(k.name for k in keep)}]
+    if not cfg.no_score:
+        cfg.check_judge([target, *keep, *watched])
     anchor = None if cfg.anchor.strip().lower() == "none" else cfg.anchor
     inputs = concept_inputs(target, keep, anchor)
     method.config(cfg.overrides)  # validates names and values now, not after loading the model

@@ -230,6 +230,7 @@ def run(cfg: RelearnJob) -> JobResult:
         others = [book.get(label) for label in target.group.labels if label != target.label]
     else:
         others = [book.get(c) for c in cfg.others]
+    cfg.check_judge([target, *others])
     configs = cfg.configs()
     oracle = _oracle(cfg, meta, target, configs)
     examples = load_image_folder(cfg.data) if cfg.data else None

@@ -14,7 +14,7 @@ EVAL_SEEDS = eval_image_seeds(8)  # the held-out seeds every score reports by de
 
 @dataclass(frozen=True, kw_only=True)
 class ScoreJob(ModelOptions, JudgeOptions, OutOptions, SamplingOptions):
-    """Score a concept and its neighbours with a CLIP zero-shot judge."""
+    """Score a concept and its neighbours with a judge (CLIP zero-shot, or the toy world's fit)."""
 
     COMMAND = "score"
 
@@ -33,12 +33,12 @@ def run(cfg: ScoreJob) -> JobResult:
     from erase.score import format_table, score_concepts
 
     # 1. Check inputs.
-    cfg.check_judge()
     book = cfg.book()
     target = book.get(cfg.concept)
     others = [book.get(c) for c in cfg.against]
     if target.name in [c.name for c in others]:
         raise EraseError(f"concept {target.name!r} is both the target and in --against; list it once")
+    cfg.check_judge([target, *others])
     out = cfg.out_dir("score", target.name)
     concepts = [target, *others]
     rec = start_record(cfg, cfg.seeds)

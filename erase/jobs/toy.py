@@ -7,7 +7,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from erase.errors import EraseError
-from erase.jobs.base import JobConfig, JobResult, ModelOptions, OutOptions, option, positive, start_record
+from erase.jobs.base import (
+    JUDGE_HELP,
+    JobConfig,
+    JobResult,
+    ModelOptions,
+    OutOptions,
+    option,
+    positive,
+    start_record,
+)
 from erase.jobs.score import EVAL_SEEDS
 
 _EXCLUDE_HELP = "leave a concept out of the UNet's data, e.g. color=red (repeatable)"
@@ -59,7 +68,8 @@ def train(cfg: ToyTrainJob) -> JobResult:
     check_writable(cfg.out, cfg.overwrite)
     manifest = train_toy(recipe, cfg.out, cfg.base)
     if not cfg.no_eval:
-        from erase.models import load_judge, load_pipeline
+        from erase.judges import load_judge
+        from erase.models import load_pipeline
         from erase.recipes.quality import markdown, toy_quality
 
         pipe = load_pipeline(str(cfg.out / "pipeline"), device="cpu")
@@ -129,7 +139,7 @@ class ToyEvalJob(ModelOptions, OutOptions):
 
     COMMAND = "toy eval"
 
-    judge: str = option("toy", "toy, an open_clip NAME:PRETRAINED, or a folder")
+    judge: str = option("toy", JUDGE_HELP + " (reading colours and shapes)")
     seeds: tuple[int, ...] = option(EVAL_SEEDS, "held-out seeds", grammar="seeds")
     steps: int = option(25, "sampling steps")
     guidance: float = option(7.5, "classifier-free guidance scale")
@@ -140,10 +150,14 @@ class ToyEvalJob(ModelOptions, OutOptions):
 
 
 def evaluate(cfg: ToyEvalJob) -> JobResult:
+    from erase.concepts import load_concepts
     from erase.generate import grid
     from erase.io import atomic_dir, write_json
+    from erase.judges import check_judge
     from erase.recipes.quality import markdown, toy_quality
 
+    book = load_concepts("toy")
+    check_judge(cfg.judge, groups=[book.groups["color"], book.groups["shape"]])
     out = cfg.out_dir("toy-eval", "quality")
     rec = start_record(cfg, cfg.seeds)
     pipe = cfg.load()

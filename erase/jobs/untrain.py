@@ -78,9 +78,9 @@ def run(cfg: UntrainJob) -> JobResult:
     forget_ids = toy_ids(cfg.forget, seed=cfg.seed) if cfg.toy_forget else []
     scored = []
     if cfg.score:
-        cfg.check_judge()
         book = cfg.book()
         scored = [book.get(c) for c in cfg.score]
+        cfg.check_judge(scored)
     oracle, missing_key = _oracle(cfg, forget_ids)
     o_kind = oracle_kind(oracle)
     out = cfg.out_dir("untrain", method.name)

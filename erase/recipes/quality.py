@@ -1,6 +1,6 @@
 """How good the toy model is at what erasure needs: does "a drawing of a red circle" give a red
 circle? Scored by the toy CLIP over every colour x shape prompt in plain style, with held-out
-phrasings and seeds."""
+phrasings and seeds (or by any judge that reads colours and shapes)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import numpy as np
 
 from erase.concepts import load_concepts
 from erase.generate import generate
-from erase.score import ZeroShotClassifier
 from erase.stats import rate
 from erase.toy.world import COLORS, HELDOUT_TEMPLATES, SHAPES
 
@@ -25,10 +24,7 @@ def toy_quality(
     per = len(HELDOUT_TEMPLATES) * len(seeds)
     preds = {}
     for axis in ("color", "shape"):
-        clf = ZeroShotClassifier.build(
-            judge.model, judge.tokenizer, book.groups[axis], judge.preprocess, judge.device
-        )
-        preds[axis] = clf.predict(images)
+        preds[axis] = judge.verdicts(book.groups[axis], images).predicted
     table = []
     for k, (c, s) in enumerate(combos):
         sl = slice(k * per, (k + 1) * per)

@@ -211,7 +211,7 @@ def train_clip(cfg: ToyTrainConfig, images: np.ndarray, attrs: list[tuple], oc_t
 @torch.no_grad()
 def clip_accuracy(clip, oc_tok, seed: int, n_per: int = 8) -> dict[str, float]:
     """Zero-shot accuracy of the toy CLIP per axis on freshly rendered images (unseen seeds)."""
-    from erase.score import ZeroShotClassifier
+    from erase.judges.clip import ZeroShotClassifier
     from erase.toy.world import render_spec
 
     rng = np.random.default_rng([seed, 99])
@@ -326,7 +326,7 @@ def train_toy(cfg: ToyTrainConfig, out: Path, base: Path | None = None) -> dict:
             attrs = [(s.color, s.shape, s.style) for s in all_samples]
             clip = train_clip(cfg, raw, attrs, oc_tok, log)
         else:
-            from erase.models import load_toy_clip
+            from erase.judges.clip import load_toy_clip
 
             clip, _, _ = load_toy_clip(base / "clip")
         _save_clip(clip, oc_tok.vocab_size, tmp / "clip")

@@ -8,21 +8,18 @@ can draw over a grid of sizes and positions (intersection over union). The best-
 the reading when its fit reaches ``min_iou``; below it the image shows no shape of the world.
 
 It reads shapes only (the toy world's colours and styles are left to the CLIP judge) and only
-images of this world: a judge for the toy's efficacy claims, not for real models.
+images of this world: a judge for the toy's efficacy claims, not for real models. Jobs use it as
+the judge ``toy-fit`` (``erase.judges.fit``).
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 from PIL import Image
 
-from erase.errors import EraseError
-from erase.stats import wilson
 from erase.toy.world import IMAGE_SIZE, SHAPES, shape_mask
 
 NONE = "none"
@@ -100,22 +97,3 @@ def read(image: Image.Image, min_iou: float = MIN_IOU) -> Reading:
         fits[shape] = float((inter / np.maximum(union, 1e-6)).max())
     best = max(fits, key=fits.get)
     return Reading(best if fits[best] >= min_iou else NONE, fits[best], fits)
-
-
-def classify_shape(shape: str, images: Sequence[Image.Image], min_iou: float = MIN_IOU) -> dict:
-    """How many of ``images`` show ``shape`` by fit, as ``erase.score.classify_concept`` counts:
-    hits of n with a Wilson interval, what was read instead, and each image's verdict."""
-    if shape not in SHAPES:
-        raise EraseError(f"the fit reads shapes only ({', '.join(SHAPES)}), not {shape!r}")
-    readings = [read(im, min_iou) for im in images]
-    hits = [int(r.shape == shape) for r in readings]
-    k = sum(hits)
-    return {
-        "concept": shape,
-        "n": len(images),
-        "hits": k,
-        "ci95": list(wilson(k, len(images))),
-        "predicted": dict(Counter(r.shape for r in readings)),
-        "fit": [round(r.fit, 4) for r in readings],
-        "per_image": hits,
-    }
