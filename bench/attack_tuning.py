@@ -41,6 +41,7 @@ from erase.models import load_pipeline
 from erase.relearn import generated_examples
 from erase.seeds import split_of
 from erase.specs import parse_seeds
+from erase.stats import wilson
 
 
 def main() -> None:
@@ -51,10 +52,18 @@ def main() -> None:
     ap.add_argument("--t-mins", default="0", help="comma-separated t_min values (attacks that have t_min)")
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--set", action="append", default=[], help="another attack setting NAME=VALUE")
-    ap.add_argument("--seed", type=int, default=100, help="attack seed (tuning: 100-199)")
+    ap.add_argument(
+        "--seed",
+        default="100",
+        help="attack seeds (tuning: 100-199), e.g. 100-102: each setting runs once per seed (its own "
+        "examples and search) and its success is the sum over them",
+    )
     ap.add_argument("--image-seeds", default="1000-1001", help="image seeds (tuning: 1000-1999)")
     ap.add_argument("--examples", type=int, default=16)
     ap.add_argument("--eval-steps", type=int, default=10)
+    ap.add_argument(
+        "--judge", default="toy", help="the judge that reads the base model's images (toy-fit for a shape)"
+    )
     ap.add_argument("--out", type=Path)
     ap.add_argument(
         "--extend",
@@ -65,12 +74,13 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(2)
     seeds = parse_seeds(args.image_seeds)
-    if split_of(seeds) != "tuning" or split_of([args.seed], "relearn") != "tuning":
+    attack_seeds = parse_seeds(args.seed)
+    if split_of(seeds) != "tuning" or split_of(attack_seeds, "relearn") != "tuning":
         raise SystemExit("tune on tuning seeds: image seeds 1000-1999, attack seed 100-199 (erase.seeds)")
     attack = get_attack(args.attack)
     target = load_concepts("toy").get(args.concept)
-    pipe, judge = load_pipeline("toy", device="cpu"), load_judge("toy", device="cpu")
-    examples = generated_examples(pipe, target.prompts, args.examples, seed=args.seed)
+    pipe, judge = load_pipeline("toy", device="cpu"), load_judge(args.judge, device="cpu")
+    examples = {s: generated_examples(pipe, target.prompts, args.examples, seed=s) for s in attack_seeds}
     extra = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.set)}
     earlier = json.loads(args.extend.read_text()) if args.extend else None
     if earlier is not None:
@@ -78,9 +88,11 @@ def main() -> None:
             "attack": args.attack,
             "concept": args.concept,
             "image_seeds": seeds,
-            "attack_seed": args.seed,
+            "attack_seed": attack_seeds if len(attack_seeds) > 1 else attack_seeds[0],
+            "judge": args.judge,
         }
-        differ = [k for k, v in same.items() if earlier.get(k) != v]
+        # A record from before --judge was read by the toy CLIP judge.
+        differ = [k for k, v in same.items() if earlier.get(k, "toy" if k == "judge" else None) != v]
         if differ or earlier["config"] != vars(attack.config(extra, toy=True)):
             raise SystemExit(
                 f"--extend {args.extend}: not the same settings ({', '.join(differ) or 'config'})"
@@ -93,20 +105,25 @@ def main() -> None:
     rows = []
     for t_min, lr in itertools.product(t_mins, lrs):
         cfg = attack.config({"lr": lr, "steps": args.steps, "t_min": t_min} | extra, toy=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            t0 = time.time()
-            found = attack.module.run(pipe, examples, target, cfg, seed=args.seed, out=Path(tmp))
-            seconds = time.time() - t0
-            res = success(pipe, judge, target, attack.module, found, seeds=seeds, steps=args.eval_steps)
-        res.pop("images")
+        per_seed, seconds, losses = [], 0.0, []
+        for seed in attack_seeds:
+            with tempfile.TemporaryDirectory() as tmp:
+                t0 = time.time()
+                found = attack.module.run(pipe, examples[seed], target, cfg, seed=seed, out=Path(tmp))
+                seconds += time.time() - t0
+                res = success(pipe, judge, target, attack.module, found, seeds=seeds, steps=args.eval_steps)
+            per_seed.append({"seed": seed, "hits": res["hits"], "n": res["n"], "found": found.get("words")})
+            losses.append(found["loss"])
+        hits, n = sum(p["hits"] for p in per_seed), sum(p["n"] for p in per_seed)
         rows.append(
             {
                 "lr": lr,
                 "t_min": t_min,
                 "steps": args.steps,
-                "base_success": {k: res[k] for k in ("hits", "n", "ci95")},
-                "loss": found["loss"],
-                "attack_seconds": round(seconds, 1),
+                "base_success": {"hits": hits, "n": n, "ci95": list(wilson(hits, n))},
+                "per_seed": per_seed,
+                "loss": losses[0] if len(losses) == 1 else losses,
+                "attack_seconds": round(seconds / len(attack_seeds), 1),
             }
         )
         print(json.dumps(rows[-1]))
@@ -134,7 +151,8 @@ def main() -> None:
         "concept": args.concept,
         "config": vars(attack.config(extra, toy=True)),
         "image_seeds": seeds,
-        "attack_seed": args.seed,
+        "attack_seed": attack_seeds if len(attack_seeds) > 1 else attack_seeds[0],
+        "judge": args.judge,
         "rule": "highest base success; ties: the lower t_min, then the lower rate",
         "starting_point": start,
         "rows": rows,

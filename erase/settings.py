@@ -7,6 +7,8 @@ Methods (``erase.methods``) and attacks (``erase.attacks``) are both modules hol
 
 from __future__ import annotations
 
+import contextlib
+import math
 from dataclasses import fields
 
 from erase.errors import EraseError
@@ -39,10 +41,10 @@ def typed(owner: str, name: str, annotation, value):
     if want is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if want is float and isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
-        try:
-            return float(value)
-        except ValueError:
-            pass
+        with contextlib.suppress(ValueError):
+            value = float(value)
+    if want is float and isinstance(value, float) and not math.isfinite(value):
+        raise EraseError(f"{owner} setting {name} must be a finite number, got {value}")
     if isinstance(value, want) and (want is bool or not isinstance(value, bool)):
         return value
     example = {"int": "200", "float": "1e-4", "bool": "true or false", "str": "a word"}[want.__name__]

@@ -7,8 +7,9 @@ oracle. Its toy settings were chosen on tuning seeds, base model only (``bench/a
 ``docs/results/inversion_tuning.json``: 48/48 there, from 0/48 untrained). Both tests are in the
 efficacy tier (about two minutes each): the default suite keeps its six-minute bound.
 
-The adversarial prompt attack must beat its control, as many random words for the same budget, on
-an erasure that removes the cross from its prompts (efficacy tier).
+The adversarial prompt attack must draw the cross on the base model (by the fit judge, which reads
+"none" for the glyphs the toy CLIP judge called crosses), and its number on an erasure of the cross
+is read against its control, as many random words for the same budget (efficacy tier).
 """
 
 from __future__ import annotations
@@ -17,10 +18,9 @@ import json
 
 import pytest
 
-from erase.attacks.api import verdict
+from erase.attacks.api import against_control, verdict
 from erase.jobs import AttackJob, ConceptJob, run
 from erase.models import load_pipeline
-from erase.stats import rate
 
 
 @pytest.mark.efficacy
@@ -54,17 +54,26 @@ def test_inversion_brings_red_back_in_the_base_model_and_is_read_against_the_red
 
 
 @pytest.mark.efficacy
-def test_the_prompt_attack_beats_as_many_random_words_on_a_uce_erasure_of_the_cross(tmp_path):
-    """UCE guided to "a {color} square" leaves the cross in 1/36 images of its held-out phrasings
-    (the erasure table). Three words found by the erased model's own denoising bring it back in more
-    images than the best of as many random three-word prefixes (the same number of UNet calls,
-    scored by the same loss), intervals apart. How far, and whether it reaches the base model's
-    rate, is printed, not asserted."""
+def test_the_prompt_attack_draws_the_cross_on_the_base_model_and_is_read_against_its_control(tmp_path):
+    """The prompt attack's toy settings were chosen on the base model (tuning seeds, three attack
+    seeds, the cross read by the fit judge: docs/results/prompt_tuning.json). Here, on evaluation
+    seeds and by the same judge, its words must draw the cross on the base model (the verdict's bar:
+    half the images or more), or it is not an attack. On UCE's erasure of the cross (guided to
+    "a {color} square") its number and its random control's (as many random three-word prefixes,
+    the same number of UNet calls) are computed and read against each other, not asserted to a
+    hoped-for value: on the robustness table both draw 0/72 there."""
     erased = tmp_path / "uce"
     run(ConceptJob(concept="cross", method="uce", anchor="a {color} square", no_score=True, out=erased))
     attacks = ("prompt", "prompt-random")
     result = run(
-        AttackJob(run=str(erased), attack=attacks, eval_seeds=(2000, 2001), oracle="none", out=tmp_path / "a")
+        AttackJob(
+            run=str(erased),
+            attack=attacks,
+            judge="toy-fit",
+            eval_seeds=(2000, 2001),
+            oracle="none",
+            out=tmp_path / "a",
+        )
     )
     print(result.results["table"])
     found, control = result.results["attacks"]
@@ -73,11 +82,12 @@ def test_the_prompt_attack_beats_as_many_random_words_on_a_uce_erasure_of_the_cr
     words = found["erased"]["words"]
     print(f"found: {words!r} -> {found['erased']['prompts'][0]!r}; random: {control['erased']['words']!r}")
     assert found["erased"]["reads_back"] and "cross" not in words.split()
+    base = found["base"]["success"]
+    assert base["n"] == 24 and base["hits"] / base["n"] >= 0.5, base  # it is an attack
+    assert found["verdict"]["outcome"] != "not an attack here", found["verdict"]
+
+    # On the erasure: whatever the counts say, read the way they say it.
     got, chance = found["erased"]["success"], control["erased"]["success"]
-    assert got["ci95"][0] > chance["ci95"][1], (got, chance)  # beats it, intervals apart
-    assert found["verdict"]["against_control"] == {
-        "control": "prompt-random",
-        "beats": True,
-        "why": f"above its control prompt-random ({rate(chance['hits'], chance['n'])})",
-    }
+    assert got["n"] == chance["n"] == 24
+    assert found["verdict"]["against_control"] == against_control(got, chance, "prompt-random")
     assert (tmp_path / "a" / "prompt" / "erased" / "prompt.txt").read_text().strip() == words

@@ -259,6 +259,24 @@ CASES: list[tuple[str, list[str], tuple[str, ...], Callable | None]] = [
     ),
     ("concept-empty", ["concept", " ", *OUT], ("empty", "--concept red"), None),
     (
+        "concept-lr-not-finite",
+        ["concept", "red", "--method", "esd-x", "--lr", "inf", *OUT],
+        ("--lr", "finite"),
+        None,
+    ),
+    (
+        "concept-setting-not-finite",
+        ["concept", "red", "--method", "esd-x", "--set", "eta=nan", *OUT],
+        ("eta", "finite"),
+        None,
+    ),
+    (
+        "concept-setting-given-twice",
+        ["concept", "red", "--method", "esd-x", "--eta", "2", "--set", "eta=3", *OUT],
+        ("--set", "eta", "give it once"),
+        None,
+    ),
+    (
         "concept-also-preserved",
         ["concept", "red", "--preserve", "green,red", *OUT],
         ("red", "remove it from --preserve"),

@@ -141,3 +141,19 @@ def test_judge_specs(tmp_path):
     (tmp_path / "j" / "open_clip_pytorch_model.bin").write_bytes(b"pickle")
     with pytest.raises(EraseError, match=r"no \.safetensors"):
         load_judge(str(tmp_path / "j"))
+
+
+def test_a_hub_judge_not_in_the_cache_fails_at_once_without_a_network(monkeypatch):
+    """No network: one line instead of a minute of retries; the hub's offline switch put back."""
+    from huggingface_hub import constants
+
+    from erase.judges import clip
+
+    monkeypatch.setattr(clip, "_reachable", lambda url, timeout=3.0: False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # the tests' own switch (conftest)
+    before = constants.HF_HUB_OFFLINE
+    with pytest.raises(
+        EraseError, match=r"ViT-B-32:openai \(not in the local cache, and the hub cannot be reached\)"
+    ):
+        load_judge("ViT-B-32:openai")
+    assert before == constants.HF_HUB_OFFLINE

@@ -72,9 +72,13 @@ class Config:
             raise EraseError(f"prompt t_min must be 0 or more, got {self.t_min}")
 
 
-# The toy was trained with Min-SNR 5 and decides colour and layout at high noise (as for inversion,
-# docs/results/inversion_tuning.json); 150 steps of batch 8 is inversion's toy budget.
-TOY = {"steps": 150, "batch_size": 8, "snr_gamma": 5.0, "t_min": 500}
+# 150 steps of batch 8 is inversion's toy budget, Min-SNR 5 the toy's training weighting. The rate
+# and t_min were chosen on the base model, tuning seeds, three attack seeds, the cross read by the
+# toy-fit judge (docs/results/prompt_tuning.json; rule in bench/attack_tuning.py): lr 3e-3 at all
+# timesteps drew the cross in 108/108 images, as did 1e-2; the rule's tie goes to the lower rate.
+# t_min 0 is at the end of its grid, but nothing lies below it. (Until then, t_min 500 at the source's
+# 1e-2, chosen without tuning: its words named another shape on the base model at attack seed 0.)
+TOY = {"steps": 150, "batch_size": 8, "snr_gamma": 5.0, "lr": 3e-3}
 SMOKE = {"steps": 2, "batch_size": 1}
 
 

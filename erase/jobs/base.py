@@ -13,9 +13,11 @@ A mistake in one field raises ``FieldError``, which knows the field, so the CLI 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import inspect
+import math
 import time
 import types
 import typing
@@ -134,12 +136,13 @@ def _coerce_scalar(name: str, tp, value):
             return Path(value)
         raise FieldError(name, f"must be a path, got {value!r}")
     if tp is float and isinstance(value, str):
-        try:  # YAML 1.1 reads 1e-4 (no dot) as a string
-            return float(value)
-        except ValueError:
-            pass
+        with contextlib.suppress(ValueError):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            value = float(value)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, float) and not math.isfinite(value):
+        # inf or nan would pass "must be positive" checks or run for minutes before a loss says so
+        raise FieldError(name, f"must be a finite number, got {value}")
     if isinstance(value, tp) and (tp is bool or not isinstance(value, bool)):
         return value
     raise FieldError(name, f"must be {_type_name(tp)}, got {value!r}")
@@ -360,11 +363,19 @@ class EditOptions(RunOptions):
         positive(self, "steps", "lr")
         if self.seed < 0:
             raise FieldError("seed", f"must be non-negative, got {self.seed}")
+        for name, value in self.named_settings().items():
+            if value is not None and name in self.set and self.set[name] != value:
+                raise FieldError("set", f"gives {name} again (--{name} {value}); give it once")
+
+    def named_settings(self) -> dict:
+        """The method settings that have an option of their own (None: not given)."""
+        return {"steps": self.steps, "lr": self.lr}
 
     @property
     def overrides(self) -> dict:
-        """The method settings the user chose; the method's own defaults fill in the rest."""
-        return {"steps": self.steps, "lr": self.lr} | dict(self.set)
+        """The method settings the user chose; the method's own defaults fill in the rest. An
+        option left out (None) does not hide the same setting given with --set."""
+        return self.named_settings() | dict(self.set)
 
 
 def open_run(cfg, command: str, out: Path, rec, *, stable_out: bool = False):

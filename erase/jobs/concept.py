@@ -53,9 +53,8 @@ class ConceptJob(EditOptions):
         super().check()
         positive(self, "eval_steps")
 
-    @property
-    def overrides(self) -> dict:
-        return super().overrides | {"eta": self.eta}
+    def named_settings(self) -> dict:
+        return super().named_settings() | {"eta": self.eta}
 
 
 def run(cfg: ConceptJob) -> JobResult:

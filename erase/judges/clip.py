@@ -9,6 +9,7 @@ of its own, so that an image showing none of the group can say so instead of bei
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,16 +81,59 @@ def load(spec: str, *, device: str | None = None, neutral: str | None = None) ->
             tok = open_clip.get_tokenizer(f"local-dir:{folder}")
     else:
         name, pretrained = _name(spec)
+        model, preprocess = _from_hub(spec, name, pretrained)
+        tok = open_clip.get_tokenizer(name)
+    return ClipJudge(spec, model.eval().to(dev), tok, preprocess, dev, neutral)
+
+
+def _from_hub(spec: str, name: str, pretrained: str):
+    """An open_clip model by name: from the local cache without a network request when it is there;
+    else downloaded, but only when the hub answers within seconds (with no network, one line at once
+    instead of a minute of retries)."""
+    import open_clip
+    from huggingface_hub import constants
+
+    def create():
+        logging.disable(logging.ERROR)  # open_clip logs its failure too; ours is the one line
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained)
         except Exception as e:
-            msg = str(e).splitlines()[0] if str(e) else e.__class__.__name__
-            raise EraseError(
-                f"could not load judge {spec} ({msg}); with no network, use a cached "
-                "checkpoint or a local folder"
-            ) from None
-        tok = open_clip.get_tokenizer(name)
-    return ClipJudge(spec, model.eval().to(dev), tok, preprocess, dev, neutral)
+            return None, str(e).splitlines()[0] if str(e) else e.__class__.__name__
+        finally:
+            logging.disable(logging.NOTSET)
+        return (model, preprocess), None
+
+    offline = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True  # the cache only: hf_hub_download makes no request
+    try:
+        made, why = create()
+    finally:
+        constants.HF_HUB_OFFLINE = offline
+    if made is None and not offline and _reachable(constants.ENDPOINT):
+        made, why = create()
+    elif made is None:
+        why = "not in the local cache, and " + (
+            "HF_HUB_OFFLINE is set" if offline else "the hub cannot be reached"
+        )
+    if made is None:
+        raise EraseError(
+            f"could not load judge {spec} ({why}); download it where there is a network, or pass a local folder"
+        )
+    return made
+
+
+def _reachable(url: str, timeout: float = 3.0) -> bool:
+    import socket
+    from urllib.parse import urlparse
+
+    u = urlparse(url)
+    try:
+        socket.create_connection(
+            (u.hostname, u.port or (443 if u.scheme == "https" else 80)), timeout
+        ).close()
+    except OSError:
+        return False
+    return True
 
 
 def load_toy_clip(folder: Path):
