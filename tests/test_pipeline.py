@@ -349,3 +349,27 @@ def test_a_resumed_pipeline_resumes_the_stage_it_cut_off():
     assert _resumed(None) is None
     use = UseStage(run="erase/toy/oracles/color=red")
     assert _resumed(use) is use  # nothing to resume
+
+
+def test_the_report_page_escapes_prompts_and_names():
+    """A prompt or concept name is text on the page, never markup (issue 21)."""
+    from erase.report.html import render_html
+
+    bad = "<script>alert('x')</script> a red circle"
+    page = render_html(
+        {
+            "title": f"erase {bad}",
+            "sections": [
+                {
+                    "heading": bad,
+                    "paragraphs": [bad],
+                    "tables": [(["prompt", "verdict"], [[bad, "<b>red</b>"]])],
+                    "pre": bad,
+                    "images": [],
+                    "yaml": f"prompt: {bad}",
+                }
+            ],
+        }
+    )
+    assert "<script>" not in page and "<b>" not in page
+    assert page.count("&lt;script&gt;") == 7  # title and h1, heading, paragraph, cell, pre, YAML
