@@ -24,8 +24,7 @@ if TYPE_CHECKING:  # the registry is imported by the CLI's option help: no numpy
 class Verdicts:
     """One judge's reading of some images against one group."""
 
-    labels: tuple[str, ...]  # what a verdict can be: the group's labels, then the judge's "none", if any
-    predicted: list[str]  # per image
+    predicted: list[str]  # per image: one of the group's labels, or the judge's "none"
     confidence: list[float]  # per image: how sure of its verdict (CLIP: probability; toy-fit: the fit)
     strength: np.ndarray  # (images, group labels): how strongly each image shows each label
     clip_score: float | None = None  # against the prompts given, for a judge that has one

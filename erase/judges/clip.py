@@ -159,10 +159,6 @@ class ClipJudge(Judge):
         self.device, self.none = torch.device(device), neutral
         self._classifiers: dict[str, ZeroShotClassifier] = {}
 
-    @property
-    def neutral(self) -> str | None:
-        return self.none
-
     def classifier(self, group) -> ZeroShotClassifier:
         if group.name not in self._classifiers:
             self._classifiers[group.name] = ZeroShotClassifier.build(
@@ -182,7 +178,6 @@ class ClipJudge(Judge):
         probs = clf.probs(features=feats)
         top = probs.argmax(-1)
         return Verdicts(
-            labels=clf.labels,
             predicted=[clf.labels[i] for i in top.tolist()],
             confidence=probs.gather(1, top[:, None])[:, 0].tolist(),
             strength=probs[:, : len(group.labels)].numpy(),

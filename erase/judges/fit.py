@@ -61,7 +61,6 @@ class FitJudge(Judge):
         self.check_group(group)
         readings = [read(im) for im in images]
         return Verdicts(
-            labels=(*group.labels, self.none),
             predicted=[r.shape for r in readings],
             # The best shape's fit, also when it falls short and the verdict is "none".
             confidence=[r.fit for r in readings],
