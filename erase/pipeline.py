@@ -71,6 +71,22 @@ class PipelineJob(JobConfig):
     validate: bool = option(False, "only check the file; run nothing")
     resume: bool = option(False, "skip the stages a failed run finished")
     overwrite: bool = option(False, "replace a previous run in the folder")
+    set: dict = option(
+        {},
+        "a stage's field for this run only, in every pipeline of a study that has the stage (--set "
+        "attack.seed=1 --out runs/NAME-seed1); repeatable, recorded in the run's pipeline.json",
+        grammar="sets",
+        metavar="STAGE.FIELD=VALUE",
+    )
+
+    def check(self) -> None:
+        for key in self.set:
+            stage, _, field = key.partition(".")
+            if stage not in STAGES or not field:
+                raise FieldError(
+                    "set",
+                    f"{key}: name a stage and one of its fields, e.g. attack.seed=1 (stages: {', '.join(STAGES)})",
+                )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -155,6 +171,28 @@ class Pipeline:
 
     def __init__(self, path: Path, head: Head, stages: list[tuple[str, dict]], runs=()):
         self.path, self.head, self.stages, self.runs = path, head, stages, list(runs)
+        self.overrides: dict = {}  # erase run --set: STAGE.FIELD -> value, already in the stages
+
+    def override(self, sets: dict) -> None:
+        """``erase run --set``: each STAGE.FIELD replaces the file's value in every stage of that
+        kind (of every pipeline of a study); one that no stage takes is refused."""
+        self.overrides = dict(sets)
+        for key, value in sets.items():
+            name, _, field = key.partition(".")
+            cls, forbidden = STAGES[name]
+            if field not in {f.name for f in dataclasses.fields(cls)} - set(forbidden):
+                raise EraseError(f"--set {key}: the {name} stage has no field {field!r} that a pipeline file sets")
+            hit = False
+            for pipe in self.runs or [self]:
+                pipe.overrides = self.overrides
+                for i, (stage, fields_) in enumerate(pipe.stages):
+                    if stage == name and isinstance(fields_, dict):
+                        pipe.stages[i] = (stage, fields_ | {field: value})
+                        hit = True
+            if not hit:
+                raise EraseError(
+                    f"--set {key}: {self.path} has no {name} stage; drop it or name another stage"
+                )
 
     @property
     def is_study(self) -> bool:
@@ -408,6 +446,7 @@ def _check_names(p: Pipeline, steps) -> None:
 def run_pipeline(cfg: PipelineJob) -> dict:
     """``erase run FILE``: validate the whole file (every pipeline of a study), then run it."""
     pipeline = load_pipeline_file(cfg.file)
+    pipeline.override(cfg.set)
     out = cfg.out or pipeline.default_out()
     parts = [(sub, out / sub.head.name) for sub in pipeline.runs] if pipeline.is_study else [(pipeline, out)]
     plans = [plan(sub, sub_out) for sub, sub_out in parts]
@@ -496,6 +535,7 @@ def _status(pipeline: Pipeline, out: Path, names: list[str]) -> dict:
         "file": str(pipeline.path),
         "sha256": hashlib.sha256(text.encode()).hexdigest(),
         "text": text,
+        **({"set": pipeline.overrides} if pipeline.overrides else {}),
         "status": "running",
         "stages": [{"name": n, "status": "done" if n in finished else "pending"} for n in names],
     }

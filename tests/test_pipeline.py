@@ -339,6 +339,37 @@ def test_a_study_runs_its_pipelines_and_sums_them_up(tmp_path, capsys):
     assert "runs[0]: pipeline file" in capsys.readouterr().err and not (tmp_path / "b").exists()
 
 
+def test_set_overrides_a_stage_field_in_every_run_of_a_study(tmp_path, capsys):
+    """``erase run STUDY --set attack.seed=1``: the same study again with another attack seed, every
+    attack stage of every run changed, the override in pipeline.json; a stage or field no run takes
+    is refused before anything runs."""
+    from erase.pipeline import load_pipeline_file, plan
+
+    study = load_pipeline_file(ROOT / "pipelines" / "toy-robustness.yaml")
+    study.override({"attack.seed": 1})
+    seeds = [dict(plan(sub, tmp_path / sub.head.name))["attack"].seed for sub in study.runs]
+    assert seeds == [1] * len(study.runs)
+    assert dict(plan(study.runs[1], tmp_path / "x"))["attack"].calibration.parent.name == "018-robust-uce-cross"
+
+    f = tmp_path / "s003.yaml"
+    f.write_text("name: s003\nstages:\n  - seed003: {}\n")
+    out = tmp_path / "run"
+    assert main(["run", str(f), "--out", str(out), "--set", "seed003.forget=[[30, 10]]"]) == 0
+    state = json.loads((out / "pipeline.json").read_text())
+    assert state["set"] == {"seed003.forget": [[30, 10]]}
+    assert len(json.loads((out / "seed003" / "record.json").read_text())["results"]) == 1
+    for bad, message in [
+        ("attack.seed=1", "has no attack stage"),
+        ("seed003.sede=1", "has no field 'sede'"),
+        ("seed=1", "name a stage and one of its fields"),
+        ("seed003.out=x", "has no field 'out'"),  # the pipeline fills it in
+    ]:
+        assert main(["run", str(f), "--out", str(tmp_path / "b"), "--set", bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and message in err, err
+        assert not (tmp_path / "b").exists()
+
+
 def test_a_resumed_pipeline_resumes_the_stage_it_cut_off():
     """``erase run FILE --resume`` passes --resume to the stage jobs, so a stage killed mid-way goes
     on from its checkpoints instead of refusing its own partial folder."""
