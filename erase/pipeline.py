@@ -181,7 +181,9 @@ class Pipeline:
             name, _, field = key.partition(".")
             cls, forbidden = STAGES[name]
             if field not in {f.name for f in dataclasses.fields(cls)} - set(forbidden):
-                raise EraseError(f"--set {key}: the {name} stage has no field {field!r} that a pipeline file sets")
+                raise EraseError(
+                    f"--set {key}: the {name} stage has no field {field!r} that a pipeline file sets"
+                )
             hit = False
             for pipe in self.runs or [self]:
                 pipe.overrides = self.overrides

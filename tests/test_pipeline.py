@@ -349,7 +349,9 @@ def test_set_overrides_a_stage_field_in_every_run_of_a_study(tmp_path, capsys):
     study.override({"attack.seed": 1})
     seeds = [dict(plan(sub, tmp_path / sub.head.name))["attack"].seed for sub in study.runs]
     assert seeds == [1] * len(study.runs)
-    assert dict(plan(study.runs[1], tmp_path / "x"))["attack"].calibration.parent.name == "018-robust-uce-cross"
+    assert (
+        dict(plan(study.runs[1], tmp_path / "x"))["attack"].calibration.parent.name == "018-robust-uce-cross"
+    )
 
     f = tmp_path / "s003.yaml"
     f.write_text("name: s003\nstages:\n  - seed003: {}\n")
