@@ -18,6 +18,14 @@ grid is extended that way and rerun); ``at_an_end_of_the_grid`` says which.
     python bench/attack_tuning.py --attack inversion --concept red --lrs 0.003,0.01,0.03,0.1 \\
         --t-mins 0,300,500,700 --steps 150 --image-seeds 1000-1003 \\
         --out docs/results/inversion_tuning.json
+
+An attack without a rate (Ring-A-Bell) is tuned over the settings it has, ``--grid NAME=V1,V2,...``
+(repeatable; the rule is the same: the highest base-model success, ties to the lower value of the
+first grid, then of the next):
+
+    python bench/attack_tuning.py --attack ring-a-bell --concept cross --judge toy-fit --seed 100-102 \\
+        --grid eta=1,3,6,10 --grid length=4,8,16 --image-seeds 1000-1002 \\
+        --out docs/results/ring_a_bell_tuning.json
 """
 
 from __future__ import annotations
@@ -50,7 +58,14 @@ def main() -> None:
     ap.add_argument("--concept", default="red")
     ap.add_argument("--lrs", default="0.003,0.01,0.03,0.1")
     ap.add_argument("--t-mins", default="0", help="comma-separated t_min values (attacks that have t_min)")
-    ap.add_argument("--steps", type=int, default=150)
+    ap.add_argument("--steps", type=int, default=150, help="the attack's steps (attacks that have steps)")
+    ap.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        help="NAME=V1,V2,...: a setting to tune instead of --lrs/--t-mins (repeatable; ties go to the "
+        "lower value of the first grid given, then of the next)",
+    )
     ap.add_argument("--set", action="append", default=[], help="another attack setting NAME=VALUE")
     ap.add_argument(
         "--seed",
@@ -101,10 +116,21 @@ def main() -> None:
         attack.module, pipe, judge, target, attack.config(extra, toy=True), seeds, args.eval_steps
     )
     print(json.dumps({"starting_point": start}))
-    lrs, t_mins = [float(x) for x in args.lrs.split(",")], [int(x) for x in args.t_mins.split(",")]
+    if args.grid:
+        grids = [
+            (k, [yaml.safe_load(v) for v in vs.split(",")]) for k, vs in (g.split("=", 1) for g in args.grid)
+        ]
+    else:  # the order is the tie-break's: the lower t_min first (closer to the source), then the rate
+        grids = [
+            ("t_min", [int(x) for x in args.t_mins.split(",")]),
+            ("lr", [float(x) for x in args.lrs.split(",")]),
+        ]
+    names = [n for n, _ in grids]
+    fixed = {"steps": args.steps} if "steps" in attack.settings else {}
     rows = []
-    for t_min, lr in itertools.product(t_mins, lrs):
-        cfg = attack.config({"lr": lr, "steps": args.steps, "t_min": t_min} | extra, toy=True)
+    for combo in itertools.product(*(values for _, values in grids)):
+        setting = dict(zip(names, combo))
+        cfg = attack.config(setting | fixed | extra, toy=True)
         per_seed, seconds, losses = [], 0.0, []
         for seed in attack_seeds:
             with tempfile.TemporaryDirectory() as tmp:
@@ -116,10 +142,9 @@ def main() -> None:
             losses.append(found["loss"])
         hits, n = sum(p["hits"] for p in per_seed), sum(p["n"] for p in per_seed)
         rows.append(
-            {
-                "lr": lr,
-                "t_min": t_min,
-                "steps": args.steps,
+            setting
+            | fixed
+            | {
                 "base_success": {"hits": hits, "n": n, "ci95": list(wilson(hits, n))},
                 "per_seed": per_seed,
                 "loss": losses[0] if len(losses) == 1 else losses,
@@ -129,20 +154,24 @@ def main() -> None:
         print(json.dumps(rows[-1]))
     if earlier is not None:
         rows = earlier["rows"] + rows
-        lrs = sorted({r["lr"] for r in rows})
-        t_mins = sorted({r["t_min"] for r in rows})
-    best = max(rows, key=lambda r: (r["base_success"]["hits"], -r["t_min"], -r["lr"]))
+    grids = [(n, sorted({r[n] for r in rows})) for n in names]
+    best = max(rows, key=lambda r: (r["base_success"]["hits"], *(-r[n] for n in names)))
     ends = [
         name
-        for name, grid in (("lr", lrs), ("t_min", t_mins))
-        if len(grid) > 1 and best[name] in (grid[0], grid[-1]) and _could_improve(rows, best, name, grid)
+        for name, grid in grids
+        if len(grid) > 1
+        and best[name] in (grid[0], grid[-1])
+        and _could_improve(rows, best, name, grid, names)
     ]
     command = (
         "python bench/attack_tuning.py "
         + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("out", "set", "extend")
+            f"--{k.replace('_', '-')} {v}"
+            for k, v in vars(args).items()
+            if k not in ("out", "set", "extend", "grid") and not (args.grid and k in ("lrs", "t_mins"))
         )
         + "".join(f" --set {kv}" for kv in args.set)
+        + "".join(f" --grid {g}" for g in args.grid)
     )
     record = {
         "command": command,
@@ -153,10 +182,12 @@ def main() -> None:
         "image_seeds": seeds,
         "attack_seed": attack_seeds if len(attack_seeds) > 1 else attack_seeds[0],
         "judge": args.judge,
-        "rule": "highest base success; ties: the lower t_min, then the lower rate",
+        "rule": "highest base success; ties: the lower t_min, then the lower rate"
+        if names == ["t_min", "lr"]
+        else "highest base success; ties: the lower " + ", then the lower ".join(names),
         "starting_point": start,
         "rows": rows,
-        "chosen": {"lr": best["lr"], "t_min": best["t_min"], "at_an_end_of_the_grid": ends},
+        "chosen": {n: best[n] for n in names} | {"at_an_end_of_the_grid": ends},
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
     }
     print(json.dumps(record["chosen"]))
@@ -172,13 +203,11 @@ def _starting_point(module, pipe, judge, target, cfg, seeds, steps: int) -> dict
     return {"example_prompt": begin.pop("prompts")[0]} | begin | {k: res[k] for k in ("hits", "n", "ci95")}
 
 
-def _could_improve(rows, best, name: str, grid) -> bool:
+def _could_improve(rows, best, name: str, grid, names) -> bool:
     """Whether the chosen value sits at an end of its grid that beats its neighbour inside the grid
     (then a value beyond that end might do better still: extend the grid)."""
     inner = grid[1] if best[name] == grid[0] else grid[-2]
-    same = [
-        r for r in rows if all(r[k] == best[k] for k in ("lr", "t_min") if k != name) and r[name] == inner
-    ]
+    same = [r for r in rows if all(r[k] == best[k] for k in names if k != name) and r[name] == inner]
     return not same or same[0]["base_success"]["hits"] < best["base_success"]["hits"]
 
 

@@ -110,16 +110,21 @@ def delta_tensor_names(path: Path) -> list[str]:
         return list(f.keys())
 
 
-@torch.no_grad()
-def apply_delta(unet: torch.nn.Module, path: Path, base_fingerprint: str) -> dict:
-    """Write the delta's tensors into ``unet`` after checking it was made from this base."""
-    meta = read_meta(path)
+def check_base(path: Path, meta: dict, base_fingerprint: str) -> None:
+    """Refuse a delta made from another base model than the one with ``base_fingerprint``."""
     if meta.get("base_fingerprint") != base_fingerprint:
         raise EraseError(
             f"delta {path} was made from model {meta.get('base_model')!r} "
             f"(fingerprint {str(meta.get('base_fingerprint'))[:12]}), not this base "
             f"({base_fingerprint[:12]}); apply it to the model it was made from"
         )
+
+
+@torch.no_grad()
+def apply_delta(unet: torch.nn.Module, path: Path, base_fingerprint: str) -> dict:
+    """Write the delta's tensors into ``unet`` after checking it was made from this base."""
+    meta = read_meta(path)
+    check_base(path, meta, base_fingerprint)
     try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError) as e:

@@ -18,9 +18,17 @@ from erase.stats import wilson
 from erase.tokens import check_pipeline_prompts
 
 
-def classify_concept(judge, concept: Concept, images: Sequence[Image.Image], prompts: Sequence[str]) -> dict:
+def classify_concept(
+    judge,
+    concept: Concept,
+    images: Sequence[Image.Image],
+    prompts: Sequence[str],
+    *,
+    embeddings: bool = False,
+) -> dict:
     """Accuracy as a count (``hits`` of ``n``) with its Wilson 95% interval (``erase.stats``),
-    what the judge saw instead, and the CLIP score (CLIP judges) of images meant to show ``concept``."""
+    what the judge saw instead, and the CLIP score (CLIP judges) of images meant to show ``concept``;
+    with ``embeddings``, the judge's image embeddings too (not JSON: ``take_embeddings`` removes them)."""
     v = judge.verdicts(concept.group, images, prompts)
     hits = np.array([p == concept.label for p in v.predicted], dtype=float)
     k = int(hits.sum())
@@ -40,7 +48,7 @@ def classify_concept(judge, concept: Concept, images: Sequence[Image.Image], pro
         # Each image's verdict, in the images' order: a later job that needs a subset of these images
         # (fewer seeds) reads it from a record instead of drawing them again.
         "per_image": hits.astype(int).tolist(),
-    }
+    } | ({"embeddings": v.embeddings} if embeddings and v.embeddings is not None else {})
 
 
 def score_concepts(
@@ -54,11 +62,13 @@ def score_concepts(
     batch_size: int = 32,
     progress: bool = True,
     keep_images: bool = False,
+    embeddings: bool = False,
 ) -> dict:
     """Generate each concept's held-out prompts under ``seeds`` and classify them.
 
     Returns ``{"concepts": {name: result}, "settings": {...}}``; with ``keep_images`` each result
-    also carries its images (not JSON-serialisable; drop them before writing). Under ``accelerate
+    also carries its images, with ``embeddings`` the judge's image embeddings (neither is JSON: drop
+    them before writing; ``take_embeddings``). Under ``accelerate
     launch`` the images are split across processes (see ``erase.generate.generate``) and every
     process returns the same result.
     """
@@ -82,7 +92,7 @@ def score_concepts(
             split=True,
         )
         per_image_prompts = [p for p in prompts for _ in seeds]
-        res = classify_concept(judge, concept, images, per_image_prompts)
+        res = classify_concept(judge, concept, images, per_image_prompts, embeddings=embeddings)
         res["prompts"] = prompts  # the order of per_image: prompt-major over the seeds
         if keep_images:
             res["images"] = images
@@ -90,6 +100,38 @@ def score_concepts(
     settings = {"seeds": list(seeds), "steps": steps, "guidance": guidance, "judge": judge.spec}
     settings["neutral"] = judge.none
     return {"concepts": results, "settings": settings}
+
+
+def take_embeddings(scores: dict | None) -> dict:
+    """Remove the image embeddings from ``score_concepts``' results (before they are written) and
+    return them by concept; empty for a judge without an image encoder."""
+    if scores is None:
+        return {}
+    return {n: r.pop("embeddings") for n, r in scores["concepts"].items() if "embeddings" in r}
+
+
+def distribution_shift(reference: dict, other: dict) -> dict | None:
+    """CMMD (``erase.distribution``) between two models' images of each concept, from their embeddings
+    (``take_embeddings``): same prompts and seeds, so the difference is the models'. None when the judge
+    has no image encoder."""
+    from erase.distribution import cmmd
+
+    shared = [n for n in reference if n in other]
+    return {n: cmmd(reference[n], other[n]) for n in shared} or None
+
+
+def format_shift(shift: dict | None, roles: dict[str, str] | None = None) -> str:
+    """One line per concept: CMMD, the permutation null's 95th percentile, and what that says."""
+    if not shift:
+        return "CMMD: not measured (the judge has no image encoder; a CLIP judge has one)"
+    lines = ["CMMD (x1000, CLIP image embeddings), with its permutation null's 95th percentile:"]
+    for name, r in shift.items():
+        said = "no difference within noise" if r["cmmd"] <= r["null_95"] else "the models differ"
+        role = f" ({roles[name]})" if roles and name in roles else ""
+        lines.append(
+            f"  {name}{role}: {r['cmmd']:.3f} (null 95%: {r['null_95']:.3f}, p={r['p_value']:.3f}): {said}"
+        )
+    return "\n".join(lines)
 
 
 def format_table(results: dict, title: str = "") -> str:

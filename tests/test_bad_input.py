@@ -336,6 +336,46 @@ CASES: list[tuple[str, list[str], tuple[str, ...], Callable | None]] = [
         truncated_delta,
     ),
     ("apply-missing-run", ["apply", "{tmp}/no-run", *OUT], ("no-run", "pass a delta file"), None),
+    # export
+    ("export-missing-run", ["export", "{tmp}/no-run", *OUT], ("no-run", "pass a delta file"), None),
+    (
+        "export-delta-for-another-base",
+        ["export", "{tmp}/sd.safetensors", "--model", "toy", *OUT],
+        ("CompVis/stable-diffusion-v1-4", "apply it to the model it was made from"),
+        other_base_delta,
+    ),
+    (
+        "export-agree-out-of-range",
+        ["export", "{tmp}/ok.safetensors", "--agree", "1.5", *OUT],
+        ("--agree", "(0, 1]"),
+        good_delta,
+    ),
+    (
+        "export-rank-zero",
+        ["export", "{tmp}/ok.safetensors", "--rank", "0", *OUT],
+        ("--rank", "positive"),
+        good_delta,
+    ),
+    (
+        "export-unknown-format",
+        ["export", "{tmp}/ok.safetensors", "--format", "ckpt", *OUT],
+        ("ckpt", "lora"),
+        good_delta,
+    ),
+    # serve
+    ("serve-missing-run", ["serve", "{tmp}/no-run"], ("no-run", "pass a delta file"), None),
+    (
+        "serve-bad-port",
+        ["serve", "{tmp}/ok.safetensors", "--port", "70000"],
+        ("--port", "0 to 65535"),
+        good_delta,
+    ),
+    (
+        "serve-judge-that-cannot-read-the-concept",
+        ["serve", "{tmp}/ok.safetensors", "--judge", "nudenet"],
+        ("nudenet", "use a CLIP judge"),
+        good_delta,
+    ),
     # relearn
     (
         "relearn-unknown-optimizer",
@@ -528,6 +568,8 @@ def test_the_matrix_covers_every_command():
         "concept",
         "data",
         "apply",
+        "export",
+        "serve",
         "relearn",
         "attack",
         "compare",

@@ -100,7 +100,10 @@ BAD = [
     (["score", "--concept", "red", "--against", "red"], "both the target"),
     (["score", "--concept", "red", "--concepts", "nosuch"], "not found"),
     (["score", "--concept", "red", "--steps", "-3"], "--steps must be positive"),
-    (["score", "--concept", "red", "--judge", "bogus"], "not toy, toy-fit, an open_clip NAME:PRETRAINED"),
+    (
+        ["score", "--concept", "red", "--judge", "bogus"],
+        "not toy, toy-fit, nudenet[:THRESHOLD], an open_clip NAME:PRETRAINED",
+    ),
     (["toy", "train", "--out", "X", "--exclude", "color=purple"], "exclusion"),
     (["toy", "train", "--out", "X", "--exclude-ids", "999999"], "out of range"),
     (["toy", "train", "--out", "X", "--stages", "unet,decoder"], "stages"),

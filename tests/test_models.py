@@ -132,7 +132,7 @@ def test_hub_ids_ask_for_safetensors_only(monkeypatch):
 def test_judge_specs(tmp_path):
     judge = load_judge("toy", device="cpu")
     assert judge.tokenizer(["a red circle"]).shape[1] == 16
-    with pytest.raises(EraseError, match="is not toy, toy-fit, an open_clip NAME:PRETRAINED"):
+    with pytest.raises(EraseError, match="is not toy, toy-fit, nudenet"):
         load_judge("nonsense")
     with pytest.raises(EraseError, match="no model 'NoSuchNet'"):
         load_judge("NoSuchNet:openai")

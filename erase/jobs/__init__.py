@@ -19,11 +19,13 @@ from erase.jobs import (
     audit,
     compare,
     concept,
+    export,
     generate,
     relearn,
     report,
     score,
     seed003,
+    serve,
     toy,
     untrain,
 )
@@ -33,11 +35,13 @@ from erase.jobs.audit import AuditJob
 from erase.jobs.base import JobConfig, JobResult, command_line
 from erase.jobs.compare import CompareJob
 from erase.jobs.concept import ConceptJob
+from erase.jobs.export import ExportJob
 from erase.jobs.generate import GenerateJob
 from erase.jobs.relearn import RelearnJob
 from erase.jobs.report import ReportJob
 from erase.jobs.score import ScoreJob
 from erase.jobs.seed003 import Seed003Job
+from erase.jobs.serve import ServeJob
 from erase.jobs.toy import ToyEvalJob, ToyOracleJob, ToyTrainJob
 from erase.jobs.untrain import UntrainJob
 
@@ -48,12 +52,14 @@ JOBS: dict[type[JobConfig], Callable[..., JobResult]] = {
     ConceptJob: concept.run,
     UntrainJob: untrain.run,
     ApplyJob: apply.run,
+    ExportJob: export.run,
     RelearnJob: relearn.run,
     AttackJob: attack.run,
     AuditJob: audit.run,
     CompareJob: compare.run,
     ReportJob: report.run,
     Seed003Job: seed003.run,
+    ServeJob: serve.run,
     ToyTrainJob: toy.train,
     ToyOracleJob: toy.oracle,
     ToyEvalJob: toy.evaluate,
@@ -72,6 +78,7 @@ __all__ = [
     "AuditJob",
     "CompareJob",
     "ConceptJob",
+    "ExportJob",
     "GenerateJob",
     "JobConfig",
     "JobResult",
@@ -79,6 +86,7 @@ __all__ = [
     "ReportJob",
     "ScoreJob",
     "Seed003Job",
+    "ServeJob",
     "ToyEvalJob",
     "ToyOracleJob",
     "ToyTrainJob",

@@ -1,4 +1,5 @@
-"""``erase apply``: a full diffusers pipeline folder from a base model and a delta."""
+"""``erase apply``: a full diffusers pipeline folder from a base model and a delta, with a model card
+(README.md: what was erased, by what, with what scores and attacks; ``erase.card``)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from erase.jobs.base import JobConfig, JobResult, option
+
+USAGE = """from diffusers import DiffusionPipeline
+
+pipe = DiffusionPipeline.from_pretrained({folder!r})  # this folder: the base with the edit applied"""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -22,6 +27,7 @@ class ApplyJob(JobConfig):
 
 
 def run(cfg: ApplyJob) -> JobResult:
+    from erase.card import model_card
     from erase.delta import delta_path, read_meta
     from erase.io import atomic_dir, check_writable
     from erase.models import load_pipeline
@@ -33,6 +39,8 @@ def run(cfg: ApplyJob) -> JobResult:
     pipe = load_pipeline(f"{base}+{path}", device="cpu", dtype="fp32", allow_pickle=cfg.allow_pickle)
     with atomic_dir(cfg.out) as tmp:
         pipe.save_pretrained(tmp, safe_serialization=True)
+        usage = USAGE.format(folder=str(cfg.out))
+        (tmp / "README.md").write_text(model_card(path, meta, artifact="pipeline", usage=usage))
     print(
         f"wrote {base} with {meta['method']} ({', '.join(map(str, meta['concepts'].values()))}) to {cfg.out}"
     )

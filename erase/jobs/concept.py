@@ -61,6 +61,7 @@ def run(cfg: ConceptJob) -> JobResult:
     from erase.delta import DELTA_NAME
     from erase.io import write_json
     from erase.methods import get_method
+    from erase.score import distribution_shift, take_embeddings
     from erase.unlearn import concept_inputs, run_method, write_delta
 
     # 1. Check inputs before loading anything.
@@ -106,6 +107,7 @@ def run(cfg: ConceptJob) -> JobResult:
             pipe, method.name, inputs, overrides=cfg.overrides, seed=cfg.seed, checkpoint=run.checkpoint
         )
         after = score()
+        shift = distribution_shift(take_embeddings(before), take_embeddings(after))
 
         # 4. Write the delta and the record together.
         results = {
@@ -114,6 +116,7 @@ def run(cfg: ConceptJob) -> JobResult:
             "edit_seconds": round(outcome.seconds, 2),
             "before": before,
             "after": after,
+            "cmmd": shift,  # base vs edited images of each scored concept (None: no image encoder)
             "toy_settings": outcome.toy,
             "config": outcome.config.__dict__,
         }
@@ -124,7 +127,7 @@ def run(cfg: ConceptJob) -> JobResult:
             )
             record = rec.finish(results, trainable=outcome.trainable, device=str(pipe.device))
             write_json(tmp / "record.json", record)
-        print(summary(scored, target, keep, before, after, outcome, out))
+        print(summary(scored, target, keep, before, after, outcome, out, shift))
     return JobResult(out, record)
 
 
@@ -137,18 +140,22 @@ def _scorer(cfg: ConceptJob, pipe, concepts):
     def score():
         if judge is None:
             return None
-        return score_concepts(pipe, judge, concepts, seeds=list(cfg.eval_seeds), steps=cfg.eval_steps)
+        return score_concepts(
+            pipe, judge, concepts, seeds=list(cfg.eval_seeds), steps=cfg.eval_steps, embeddings=True
+        )
 
     return score
 
 
-def summary(scored, target, keep, before, after, outcome, out) -> str:
+def summary(scored, target, keep, before, after, outcome, out, shift=None) -> str:
     from erase.report.console import before_after
+    from erase.score import format_shift
 
     lines = [outcome.headline(f"erased {target.name!r}", "parameters edited")]
     if before is not None:
         roles = {c.name: "erased" if c is target else "kept" if c in keep else "watched" for c in scored}
         lines.append(before_after(scored, roles, before, after))
+        lines.append(format_shift(shift, roles))
     lines += outcome.summary
     lines.append(f"delta and record: {out}")
     return "\n".join(lines)

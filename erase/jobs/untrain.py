@@ -110,7 +110,7 @@ def _untrain(cfg, run, rec, method, forget, retain, forget_ids, scored, oracle, 
     from erase.delta import DELTA_NAME
     from erase.io import write_json
     from erase.methods.base import EraseInputs
-    from erase.score import score_concepts
+    from erase.score import distribution_shift, score_concepts, take_embeddings
     from erase.unlearn import run_method, write_delta
     from erase.untrain import format_report, make_probes, measure, nearest_note
 
@@ -124,7 +124,9 @@ def _untrain(cfg, run, rec, method, forget, retain, forget_ids, scored, oracle, 
         # The same held-out prompts and seeds for the original, the edit and the oracle.
         seeds = list(cfg.eval_seeds)
         return (
-            score_concepts(model, judge, scored, seeds=seeds, steps=cfg.eval_steps, progress=False)
+            score_concepts(
+                model, judge, scored, seeds=seeds, steps=cfg.eval_steps, progress=False, embeddings=True
+            )
             if scored
             else None
         )
@@ -148,11 +150,19 @@ def _untrain(cfg, run, rec, method, forget, retain, forget_ids, scored, oracle, 
     scores["edited"] = score(pipe)
     rows = {k: rows[k] for k in ("original", "edited", "oracle") if k in rows}
     table = format_report(rows, method.kind, oracle, o_kind)
+    emb = {k: take_embeddings(v) for k, v in scores.items()}
+    # The edit against the original, and against the oracle it should look like (data-level).
+    shift = {
+        f"edited vs {k}": distribution_shift(emb[k], emb["edited"])
+        for k in ("original", "oracle")
+        if k in emb
+    }
 
     # 4. Delta and record together.
     results = {
         "metrics": rows,
         "scores": scores if scored else None,
+        "cmmd": shift if scored else None,
         "note": nearest_note(rows),
         "method_log": outcome.public_log,
         "edit_seconds": round(outcome.seconds, 2),
@@ -168,12 +178,20 @@ def _untrain(cfg, run, rec, method, forget, retain, forget_ids, scored, oracle, 
         write_delta(tmp / DELTA_NAME, pipe, outcome, base_spec=cfg.model, seed=cfg.seed, concepts=concepts)
         record = rec.finish(results, trainable=outcome.trainable, device=str(pipe.device))
         write_json(tmp / "record.json", record)
-    lines = [outcome.headline(f"on {len(forget.images)} forget samples", "parameters trained"), table]
+    print(_summary(outcome, len(forget.images), results, scored, scores, shift, out))
+    return JobResult(out, record)
+
+
+def _summary(outcome, n_forget, results, scored, scores, shift, out) -> str:
+    from erase.score import format_shift
+
+    lines = [outcome.headline(f"on {n_forget} forget samples", "parameters trained"), results["table"]]
     lines += [results["note"]] if results["note"] else []
     lines += outcome.summary
     for c in scored:
         res = {k: v["concepts"][c.name] for k, v in scores.items()}
         line = ", ".join(f"{k} {rate(r['hits'], r['n'])}" for k, r in res.items())
         lines.append(f"{c.name} accuracy (held-out prompts): {line}")
-    print("\n".join([*lines, f"delta and record: {out}"]))
-    return JobResult(out, record)
+    for label, one in shift.items() if scored else ():
+        lines.append(f"{label}: {format_shift(one)}")
+    return "\n".join([*lines, f"delta and record: {out}"])

@@ -31,10 +31,13 @@ class Entry:
 REGISTRY: dict[str, Entry] = {
     # Read the shape off a toy image by fitting the renderer's shapes; "none" when none fits.
     "toy-fit": Entry("toy-fit", "fit", "toy-fit (the toy world's shapes, by fit; 'none' when none fits)"),
+    # NudeNet's detector (the nudity judge of the literature); nudenet:THRESHOLD sets its threshold.
+    # Before CLIP, whose NAME:PRETRAINED would claim nudenet:0.6.
+    "nudenet": Entry("nudenet", "nudenet", "nudenet or nudenet:THRESHOLD (nudity, NudeNet's classes)"),
     # Zero-shot classification with a CLIP model: the bundled toy CLIP, an open_clip model, a folder.
     "clip": Entry("clip", "clip", "toy, an open_clip NAME:PRETRAINED, or an open_clip folder"),
 }
-SPECS = "toy, toy-fit, an open_clip NAME:PRETRAINED, or an open_clip folder"
+SPECS = "toy, toy-fit, nudenet[:THRESHOLD], an open_clip NAME:PRETRAINED, or an open_clip folder"
 
 
 def entry(spec: str) -> Entry:

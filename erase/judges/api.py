@@ -28,6 +28,9 @@ class Verdicts:
     confidence: list[float]  # per image: how sure of its verdict (CLIP: probability; toy-fit: the fit)
     strength: np.ndarray  # (images, group labels): how strongly each image shows each label
     clip_score: float | None = None  # against the prompts given, for a judge that has one
+    # (images, dim) L2-normalised image embeddings, for a judge with an image encoder (CLIP): what
+    # CMMD compares (erase.distribution); None for a judge without one (toy-fit).
+    embeddings: object = None
 
 
 class Judge:

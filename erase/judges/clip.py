@@ -182,6 +182,7 @@ class ClipJudge(Judge):
             confidence=probs.gather(1, top[:, None])[:, 0].tolist(),
             strength=probs[:, : len(group.labels)].numpy(),
             clip_score=None if prompts is None else clip_score(self, images, prompts, features=feats),
+            embeddings=feats.cpu(),
         )
 
 
