@@ -93,15 +93,17 @@ info();
 
 
 def found_prompts(
-    attack_record: dict | None, attack_dir: Path | None
+    attack_record: dict | None, attack_dir: Path | None, heldout
 ) -> tuple[list[dict], list[tuple[str, Path]]]:
     """The prompts the attacks found on the erased model (two per attack), and the inversion
-    attacks' embeddings (token, file) that those prompts need loaded."""
+    attacks' embeddings (token, file) that those prompts need loaded. An attack whose prompts are
+    the concept's held-out prompts themselves (none at all, or one that changed the weights) found
+    no prompt to offer."""
     found, embeddings = [], []
     for a in (attack_record or {}).get("results", {}).get("attacks", []):
         erased = a.get("erased") or {}
-        if a["attack"] in ("plain", "relearn", "relearn-sgd") or "prompts" not in erased:
-            continue  # the held-out prompts themselves, or an attack on the weights
+        if not set(erased.get("prompts") or heldout) - set(heldout):
+            continue
         if "token" in erased:
             path = attack_dir / erased["embedding"] if attack_dir and erased.get("embedding") else None
             if path is None or not path.is_file():

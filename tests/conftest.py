@@ -35,3 +35,15 @@ def toy_book():
     from erase.concepts import load_concepts
 
     return load_concepts("toy")
+
+
+@pytest.fixture(scope="session")
+def uce_red_run(tmp_path_factory):
+    """A run folder of UCE's erasure of red (the guided toy setting), unscored: seconds to make.
+    Tests that add files to it copy it first."""
+    from erase.cli import main
+
+    run_dir = tmp_path_factory.mktemp("uce-red") / "uce"
+    args = ["concept", "red", "--method", "uce", "--anchor", "a blue {shape}", "--no-score"]
+    assert main([*args, "--out", str(run_dir)]) == 0
+    return run_dir

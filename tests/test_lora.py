@@ -75,22 +75,10 @@ def test_lower_ranks_keep_the_largest_directions():
     torch.testing.assert_close((b.reshape(b.shape[0], -1) @ a.reshape(1, -1)).reshape(s.shape), s.low_rank(1))
 
 
-def test_export_writes_a_lora_a_card_and_a_record_that_diffusers_loads(tmp_path, capsys):
+def test_export_writes_a_lora_a_card_and_a_record_that_diffusers_loads(uce_red_run, tmp_path, capsys):
     from erase.models import load_pipeline
 
-    run_dir = tmp_path / "red-uce"
-    args = [
-        "concept",
-        "red",
-        "--method",
-        "uce",
-        "--anchor",
-        "a blue {shape}",
-        "--no-score",
-        "--out",
-        str(run_dir),
-    ]
-    assert main(args) == 0
+    run_dir = uce_red_run
     out = tmp_path / "lora"
     assert (
         main(["export", str(run_dir), "--seeds", "2000", "--steps", "3", "--agree", "0.5", "--out", str(out)])

@@ -5,6 +5,7 @@ prompt is one click; bad requests get one line; the edit is swapped in and out, 
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import urllib.error
 import urllib.request
@@ -17,20 +18,9 @@ from erase.jobs.serve import ServeJob, build
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def served(uce_red_run, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("serve") / "uce"
-    args = [
-        "concept",
-        "red",
-        "--method",
-        "uce",
-        "--anchor",
-        "a blue {shape}",
-        "--no-score",
-        "--out",
-        str(run_dir),
-    ]
-    assert main(args) == 0
+    shutil.copytree(uce_red_run, run_dir)
     # An attack record beside the edit, as `erase attack` leaves it: one found prompt to offer.
     (run_dir / "attack").mkdir()
     record = {
@@ -123,3 +113,35 @@ def test_bad_serve_options_are_refused_before_loading(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert main(["serve", "erase/toy/oracles/color=red", "--port", "70000"]) == 2
     assert "port must be a port number from 0 to 65535, got 70000" in capsys.readouterr().err
+
+
+def test_found_prompts_are_the_attacks_own_words_not_the_held_out_prompts(tmp_path):
+    from erase.serve import found_prompts
+
+    heldout = ["a drawing of a red cross", "red cross, simple icon"]
+    (tmp_path / "inversion").mkdir()
+    (tmp_path / "inversion" / "learned_embeds.safetensors").write_bytes(b"x")
+    attacks = [
+        {"attack": "plain", "erased": {"prompts": heldout}},
+        {"attack": "relearn", "erased": {"prompts": heldout, "optimizer": "adam"}},
+        {
+            "attack": "prompt",
+            "erased": {"prompts": ["w w w a drawing of a red cross", "w w w red cross", "third"]},
+        },
+        {
+            "attack": "inversion",
+            "erased": {
+                "prompts": ["a <x-inv>"],
+                "token": "<x-inv>",
+                "embedding": "inversion/learned_embeds.safetensors",
+            },
+        },
+        {
+            "attack": "inversion-lost",
+            "erased": {"prompts": ["a <y-inv>"], "token": "<y-inv>", "embedding": "gone.safetensors"},
+        },
+    ]
+    found, embeddings = found_prompts({"results": {"attacks": attacks}}, tmp_path, heldout)
+    assert [f["prompt"] for f in found] == ["w w w a drawing of a red cross", "w w w red cross", "a <x-inv>"]
+    assert embeddings == [("<x-inv>", tmp_path / "inversion" / "learned_embeds.safetensors")]
+    assert found_prompts(None, None, heldout) == ([], [])

@@ -51,7 +51,7 @@ def build(cfg: ServeJob):
     attack_dir = next(
         (d for d in (path.parent / "attack", path.parent.parent / "attack") if d.is_dir()), None
     )
-    found, embeddings = found_prompts(attack, attack_dir)
+    found, embeddings = found_prompts(attack, attack_dir, target.heldout)
 
     # 2. Load the base; check the edit fits it; the attacks' tokens into the shared text encoder.
     pipe = cfg.load(base)
