@@ -24,7 +24,7 @@ def served(uce_red_run, tmp_path_factory):
     # An attack record beside the edit, as `erase attack` leaves it: one found prompt to offer.
     (run_dir / "attack").mkdir()
     record = {
-        "results": {"attacks": [{"attack": "prompt", "erased": {"prompts": ["<b>shape</b> a red circle"]}}]}
+        "results": {"attacks": [{"attack": "prompt", "erased": {"prompts": ["<b>shape</b><script>window.pwned=1</script> red circle"]}}]}
     }
     (run_dir / "attack" / "attack.json").write_text(json.dumps(record))
     server, url = build(ServeJob(run=str(run_dir), port=0, steps=4))
@@ -96,16 +96,18 @@ def test_the_page_in_a_browser_shows_two_images_and_two_verdicts(served, tmp_pat
         # The attack's found prompt is a button; its text shows as text, not as HTML.
         found = page.locator("#found button")
         label = found.first.text_content()
-        bold = page.locator("#found b").count()
+        bold = page.locator("#found b, #found script").count()
         found.first.click()
         page.wait_for_function("document.getElementById('prompt').value.includes('shape')")
         page.wait_for_function("!document.getElementById('draw').disabled", timeout=60000)
         shown = page.input_value("#prompt")
+        pwned = page.evaluate("window.pwned")
         page.screenshot(path=str(tmp_path / "serve.png"))
         browser.close()
     assert verdicts[0] == "judge: red (" + verdicts[0].split("(")[1] and verdicts[1].startswith("judge: ")
     assert sizes[0] > 0 and sizes[1] > 0
-    assert label == "prompt: <b>shape</b> a red circle" and bold == 0 and shown == "<b>shape</b> a red circle"
+    found_prompt = "<b>shape</b><script>window.pwned=1</script> red circle"
+    assert label == f"prompt: {found_prompt}" and bold == 0 and shown == found_prompt and pwned is None
 
 
 def test_bad_serve_options_are_refused_before_loading(tmp_path, capsys):
