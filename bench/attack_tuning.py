@@ -24,7 +24,7 @@ An attack without a rate (Ring-A-Bell) is tuned over the settings it has, ``--gr
 first grid, then of the next):
 
     python bench/attack_tuning.py --attack ring-a-bell --concept cross --judge toy-fit --seed 100-102 \\
-        --grid eta=1,3,6,10 --grid length=4,8,16 --image-seeds 1000-1002 \\
+        --grid eta=1,3,6,10 --grid length=4,8,14 --image-seeds 1000-1002 \\
         --out docs/results/ring_a_bell_tuning.json
 """
 
@@ -138,7 +138,14 @@ def main() -> None:
                 found = attack.module.run(pipe, examples[seed], target, cfg, seed=seed, out=Path(tmp))
                 seconds += time.time() - t0
                 res = success(pipe, judge, target, attack.module, found, seeds=seeds, steps=args.eval_steps)
-            per_seed.append({"seed": seed, "hits": res["hits"], "n": res["n"], "found": found.get("words")})
+            per_seed.append(
+                {
+                    "seed": seed,
+                    "hits": res["hits"],
+                    "n": res["n"],
+                    "found": found.get("words") or found.get("prompts"),
+                }
+            )
             losses.append(found.get("loss"))  # Ring-A-Bell searches without a loss
         hits, n = sum(p["hits"] for p in per_seed), sum(p["n"] for p in per_seed)
         rows.append(

@@ -40,6 +40,12 @@ def _delta(path: Path, **meta) -> Path:
     return path
 
 
+def bias_only_delta(tmp: Path) -> None:
+    from erase.models import model_fingerprint
+
+    _delta(tmp / "bias.safetensors", base_fingerprint=model_fingerprint("toy"))  # one 1-D tensor
+
+
 def other_base_delta(tmp: Path) -> None:
     _delta(tmp / "sd.safetensors", base_model="CompVis/stable-diffusion-v1-4", base_fingerprint="ab" * 32)
 
@@ -338,6 +344,12 @@ CASES: list[tuple[str, list[str], tuple[str, ...], Callable | None]] = [
     ("apply-missing-run", ["apply", "{tmp}/no-run", *OUT], ("no-run", "pass a delta file"), None),
     # export
     ("export-missing-run", ["export", "{tmp}/no-run", *OUT], ("no-run", "pass a delta file"), None),
+    (
+        "export-nothing-a-lora-carries",
+        ["export", "{tmp}/bias.safetensors", *OUT],
+        ("cannot carry", "erase apply"),
+        bias_only_delta,
+    ),
     (
         "export-delta-for-another-base",
         ["export", "{tmp}/sd.safetensors", "--model", "toy", *OUT],

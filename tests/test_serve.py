@@ -24,7 +24,14 @@ def served(uce_red_run, tmp_path_factory):
     # An attack record beside the edit, as `erase attack` leaves it: one found prompt to offer.
     (run_dir / "attack").mkdir()
     record = {
-        "results": {"attacks": [{"attack": "prompt", "erased": {"prompts": ["<b>shape</b><script>window.pwned=1</script> red circle"]}}]}
+        "results": {
+            "attacks": [
+                {
+                    "attack": "prompt",
+                    "erased": {"prompts": ["<b>shape</b><script>window.pwned=1</script> red circle"]},
+                }
+            ]
+        }
     }
     (run_dir / "attack" / "attack.json").write_text(json.dumps(record))
     server, url = build(ServeJob(run=str(run_dir), port=0, steps=4))

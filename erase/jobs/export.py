@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from erase.errors import EraseError
 from erase.jobs.base import (
     FieldError,
     JobResult,
@@ -75,6 +76,7 @@ def run(cfg: ExportJob) -> JobResult:
     cfg.check_judge([target, *keep])
     base = cfg.model or meta["base_model"]
     check_base(path, meta, model_fingerprint(base))
+    _check_shapes(path)
     out = cfg.out_dir("export", target.name, (Path(cfg.run) / "lora") if Path(cfg.run).is_dir() else None)
     rec = start_record(
         cfg, cfg.seeds, delta=str(path), base_model=base, seed_split={"images": split_of(cfg.seeds)}
@@ -86,13 +88,25 @@ def run(cfg: ExportJob) -> JobResult:
     pipe = cfg.load(base)
     judge = cfg.load_judge(cfg.judge)
     svds, dropped = decompose(pipe.unet, load_file(str(path)))
-    if not svds:
-        raise FieldError(
-            "run", f"{path} changes no Linear or Conv2d weight ({len(dropped)} other tensors): no LoRA"
-        )
+    if not svds:  # the shapes said it might; the values say nothing changed
+        raise EraseError(f"{path} changes no Linear or Conv2d weight of this base: there is no LoRA to write")
     tried, chosen = _choose_rank(cfg, pipe, judge, path, base, [target, *keep], svds)
     record = _write(cfg, out, rec, path, meta, base, target, svds, dropped, tried, chosen)
     return JobResult(out, record)
+
+
+def _check_shapes(path: Path) -> None:
+    """Refuse, before loading, a delta with no weight a LoRA can carry (a matrix or a conv kernel)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        names = list(f.keys())
+        carried = [k for k in names if k.endswith(".weight") and len(f.get_slice(k).get_shape()) in (2, 4)]
+    if not carried:
+        raise EraseError(
+            f"{path} changes no matrix or conv weight (only biases, norms or embeddings): a LoRA cannot "
+            "carry it; use erase apply for a full pipeline"
+        )
 
 
 def _choose_rank(cfg, pipe, judge, path, base, concepts, svds) -> tuple[list[dict], int]:
