@@ -52,11 +52,6 @@ class WeightSvd:
         r = min(rank, self.full_rank)
         return ((self.u[:, :r] * self.s[:r]) @ self.vh[:r]).float().reshape(self.shape)
 
-    def kept_energy(self, rank: int) -> float:
-        """Share of the difference's squared Frobenius norm the rank keeps (1: all of it)."""
-        total = float((self.s**2).sum())
-        return 1.0 if total == 0 else float((self.s[: min(rank, self.full_rank)] ** 2).sum()) / total
-
     def rank_for(self, energy: float) -> int:
         """The smallest rank that keeps ``energy`` of the difference."""
         total = float((self.s**2).sum())
