@@ -113,7 +113,7 @@ def _choose_rank(cfg, pipe, judge, path, base, concepts, svds) -> tuple[list[dic
     """Draw the concepts' held-out prompts with the full edit, then with each candidate rank."""
     import numpy as np
 
-    from erase.delta import apply_delta, delta_tensor_names
+    from erase.audit import delta_applied
     from erase.generate import generate
     from erase.lora import set_low_rank, weight_error
     from erase.models import model_fingerprint
@@ -123,19 +123,15 @@ def _choose_rank(cfg, pipe, judge, path, base, concepts, svds) -> tuple[list[dic
     per_image = [p for p in prompts for _ in cfg.seeds]  # generate's order: prompt-major
     unet = pipe.unet
     named = dict(unet.named_parameters())
-    delta_names = delta_tensor_names(path)
-    base_values = {n: named[n].detach().clone() for n in delta_names}
-    base_weights = {s.name: base_values[f"{s.name}.weight"] for s in svds}
+    base_weights = {s.name: named[f"{s.name}.weight"].detach().clone() for s in svds}
 
     def draw():
         images = generate(pipe, prompts, cfg.seeds, steps=cfg.steps, progress=False)
         labels = list(judge.verdicts(concepts[0].group, images, per_image).predicted)
         return np.stack([np.asarray(im, dtype=np.float32) / 255 for im in images]), labels
 
-    apply_delta(unet, path, model_fingerprint(base))
-    full_images, full_labels = draw()
-    for n in delta_names:  # the base again: what a LoRA is added to (dropped tensors stay at the base)
-        named[n].data.copy_(base_values[n])
+    with delta_applied(pipe, path, model_fingerprint(base)):  # the base back after: what a LoRA is added to
+        full_images, full_labels = draw()
     full_rank = max(s.full_rank for s in svds)
     ranks = (
         [cfg.rank] if cfg.rank else sorted({min(2**i, full_rank) for i in range(full_rank.bit_length() + 1)})

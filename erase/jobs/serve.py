@@ -34,10 +34,9 @@ class ServeJob(ModelOptions, JudgeOptions):
 
 def build(cfg: ServeJob):
     """The server, ready to serve (``serve_forever``), and its address."""
-    from safetensors.torch import load_file
-
+    from erase.audit import delta_applied
     from erase.card import edit_records
-    from erase.delta import apply_delta, check_base, delta_path, read_meta
+    from erase.delta import check_base, delta_path, delta_tensor_names, read_meta
     from erase.models import model_fingerprint
     from erase.serve import Drawer, found_prompts, make_server
 
@@ -56,10 +55,11 @@ def build(cfg: ServeJob):
     # 2. Load the base; check the edit fits it; the attacks' tokens into the shared text encoder.
     pipe = cfg.load(base)
     judge = cfg.load_judge(cfg.judge)
-    names = list(load_file(str(path)))
+    # Both sides' values of the edited tensors kept in memory: a request swaps them, reads no file.
+    names = set(delta_tensor_names(path))
+    with delta_applied(pipe, path, model_fingerprint(base)):
+        edit = {n: p.detach().clone() for n, p in pipe.unet.named_parameters() if n in names}
     before = {n: p.detach().clone() for n, p in pipe.unet.named_parameters() if n in names}
-    apply_delta(pipe.unet, path, model_fingerprint(base))
-    edit = {n: p.detach().clone() for n, p in pipe.unet.named_parameters() if n in names}
     drawer = Drawer(pipe, judge, target.group, before, edit, steps=cfg.steps, guidance=cfg.guidance)
     for token, file in embeddings:
         pipe.load_textual_inversion(str(file), token=token)
